@@ -1,0 +1,257 @@
+"""Checkpoint I/O: the authors' files (SDIC, e4e, StyleGAN2, IR-SE50) and our own format.
+
+Authors' files are pickles; they are read with ``torch.load(weights_only=True)``
+so that a file from the internet cannot run code. Our format is a single
+safetensors file whose metadata holds the JSON model configuration.
+
+Key mapping from the authors' prefixes to our module names:
+``encoder.`` -> ``encoder.``, ``decoder.`` -> ``generator.``, ``DIP.`` -> ``dipn.``,
+``SAF.`` -> ``dicn.``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import pickle
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from .config import GeneratorConfig, SDICConfig, cars, ffhq
+
+FORMAT_NAME = "sdic"
+FORMAT_VERSION = "1"
+
+PREFIXES = {"encoder.": "encoder.", "decoder.": "generator.", "DIP.": "dipn.", "SAF.": "dicn."}
+
+# ARCHITECTURE.md §7: layers the authors' modules build but never call.
+UNUSED_PREFIXES = (
+    "DIP.stem_2.", "DIP.stem_4.", "DIP.spx.", "DIP.spx_2.", "DIP.spx_4.", "DIP.semantic.",
+    "DIP.agg.", "SAF.aff1.", "SAF.conv1.", "SAF.aff2.", "SAF.aff1d.agg.",
+    "DIP.hourglass_fusion.conv1_up.bn.",
+)
+
+
+class CheckpointError(ValueError):
+    """A checkpoint file is missing, corrupt, unsafe, of the wrong kind or does not fit."""
+
+
+@dataclass
+class Checkpoint:
+    """A checkpoint read from disk: its kind, tensors (our names) and what was dropped."""
+
+    kind: str  # "sdic", "e4e", "stylegan2", "ir_se50"
+    tensors: dict[str, torch.Tensor]
+    config: SDICConfig | None = None
+    dropped: list[str] = field(default_factory=list)
+    opts: dict[str, Any] = field(default_factory=dict)
+    path: str = ""
+
+
+# ------------------------------------------------------------------ reading
+def _check_file(path: Path) -> None:
+    if not path.exists():
+        raise CheckpointError(f"{path}: no such file")
+    if path.is_dir():
+        raise CheckpointError(f"{path}: is a directory, expected a checkpoint file")
+    if path.stat().st_size == 0:
+        raise CheckpointError(f"{path}: the file is empty")
+    with open(path, "rb") as handle:
+        head = handle.read(512).lstrip().lower()
+    if head.startswith((b"<!doctype html", b"<html", b"<head", b"<?xml")):
+        raise CheckpointError(
+            f"{path}: this is an HTML page, not a checkpoint. Google Drive serves such a page "
+            "when a file's download quota is exceeded or a confirmation is needed; download "
+            "the file again (from the browser, or later)"
+        )
+
+
+def torch_load(path: str | Path) -> Any:
+    """``torch.load`` limited to tensors and plain containers, with clear errors."""
+    path = Path(path)
+    _check_file(path)
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as error:
+        if "weights only" in str(error).lower() or "weights_only" in str(error).lower():
+            raise CheckpointError(
+                f"{path}: refused: the file contains Python objects other than tensors and plain "
+                "containers, and unpickling them could run code. sdic only reads weights "
+                f"(detail: {str(error).splitlines()[0]})"
+            ) from None
+        raise CheckpointError(f"{path}: corrupt checkpoint ({error})") from None
+    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as error:
+        first = str(error).splitlines()[0] if str(error) else type(error).__name__
+        raise CheckpointError(
+            f"{path}: cannot read the checkpoint; the file is truncated or corrupt "
+            f"(an interrupted download?) ({first})"
+        ) from None
+
+
+def detect_kind(obj: Any) -> str:
+    """Recognise an authors' checkpoint from its contents."""
+    if isinstance(obj, Mapping):
+        if "state_dict" in obj and isinstance(obj["state_dict"], Mapping):
+            keys = obj["state_dict"].keys()
+            if any(k.startswith(("DIP.", "SAF.")) for k in keys):
+                return "sdic"
+            if any(k.startswith("encoder.") for k in keys) and any(k.startswith("decoder.") for k in keys):
+                return "e4e"
+        if "g_ema" in obj and isinstance(obj["g_ema"], Mapping):
+            return "stylegan2"
+        if "input_layer.0.weight" in obj and "output_layer.3.weight" in obj:
+            return "ir_se50"
+        keys = sorted(map(str, obj.keys()))[:8]
+        raise CheckpointError(f"unrecognised checkpoint layout (top-level keys: {keys})")
+    raise CheckpointError(f"unrecognised checkpoint: a {type(obj).__name__}, expected a dict of tensors")
+
+
+def _is_unused(key: str) -> bool:
+    return key.startswith(UNUSED_PREFIXES)
+
+
+def _rename(state: Mapping[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], list[str], list[str]]:
+    """Map the authors' prefixes to ours; return (tensors, dropped §7 keys, unknown keys)."""
+    tensors, dropped, unknown = {}, [], []
+    for key, value in state.items():
+        if _is_unused(key):
+            dropped.append(key)
+            continue
+        for old, new in PREFIXES.items():
+            if key.startswith(old):
+                tensors[new + key[len(old):]] = value
+                break
+        else:
+            unknown.append(key)
+    return tensors, dropped, unknown
+
+
+def _latent_avg(obj: Mapping[str, Any], n_latent: int) -> torch.Tensor | None:
+    avg = obj.get("latent_avg")
+    if avg is None:
+        return None
+    if not isinstance(avg, torch.Tensor):
+        raise CheckpointError(f"latent_avg is a {type(avg).__name__}, expected a tensor")
+    avg = avg.float().reshape(-1, avg.shape[-1])
+    return avg.expand(n_latent, -1).clone() if avg.shape[0] == 1 else avg
+
+
+def infer_generator(state: Mapping[str, torch.Tensor], prefix: str) -> GeneratorConfig:
+    """Generator size, style width, mapping depth and channel multiplier from its tensors."""
+    n_rgbs = len({k.split(".")[2] for k in state if k.startswith(prefix + "to_rgbs.")})
+    style_w = state.get(prefix + "style.1.weight")
+    if n_rgbs == 0 or style_w is None:
+        raise CheckpointError(f"no StyleGAN2 generator found under '{prefix}'")
+    size = 2 ** (n_rgbs + 2)
+    n_mlp = len({k.split(".")[2] for k in state if k.startswith(prefix + "style.") and k.endswith(".weight")})
+    multiplier = 2
+    if size >= 128:
+        # The last conv of the 128 block: channels(128) = 128 * multiplier.
+        conv = state[f"{prefix}convs.{2 * (7 - 3) + 1}.conv.weight"]
+        multiplier = max(1, conv.shape[1] // 128)
+    return GeneratorConfig(size=size, style_dim=style_w.shape[0], n_mlp=n_mlp, channel_multiplier=multiplier)
+
+
+def infer_config(state: Mapping[str, torch.Tensor], opts: Mapping[str, Any], prefix: str = "decoder.") -> SDICConfig:
+    """Configuration of an authors' SDIC/e4e checkpoint (the faces or cars preset)."""
+    generator = infer_generator(state, prefix)
+    dataset = str(opts.get("dataset_type", "")).lower()
+    is_cars = "car" in dataset or (not dataset and generator.size == 512)
+    base = cars() if is_cars else ffhq()
+    return dataclasses.replace(base, name=base.name if base.generator == generator else "custom",
+                               generator=generator)
+
+
+def read_authors_checkpoint(path: str | Path) -> Checkpoint:
+    """Read an authors' SDIC, e4e, StyleGAN2 or IR-SE50 file into our tensor names."""
+    obj = torch_load(path)
+    kind = detect_kind(obj)
+    if kind == "ir_se50":
+        return Checkpoint(kind, dict(obj), path=str(path))
+    if kind == "stylegan2":
+        state = {"decoder." + k: v for k, v in obj["g_ema"].items()}
+        opts: dict[str, Any] = {}
+    else:
+        state = dict(obj["state_dict"])
+        opts = dict(obj.get("opts") or {}) if isinstance(obj.get("opts"), Mapping) else {}
+    config = infer_config(state, opts)
+    tensors, dropped, unknown = _rename(state)
+    if unknown:
+        raise CheckpointError(f"{path}: unexpected tensors outside encoder/decoder/DIP/SAF: {unknown[:10]}")
+    avg = _latent_avg(obj, config.n_latent)
+    if avg is not None:
+        tensors["latent_avg"] = avg
+    return Checkpoint(kind, tensors, config, dropped, opts, str(path))
+
+
+# ------------------------------------------------------------ our format
+def save_model(model: torch.nn.Module, path: str | Path, config: SDICConfig, kind: str = "sdic") -> Path:
+    """Write weights as safetensors with the JSON config in the metadata (atomically)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    metadata = {"format": FORMAT_NAME, "format_version": FORMAT_VERSION, "kind": kind,
+                "config": config.to_json()}
+    tmp = path.with_name(path.name + ".tmp")
+    save_file(tensors, str(tmp), metadata=metadata)
+    tmp.replace(path)
+    return path
+
+
+def read_native(path: str | Path) -> Checkpoint:
+    """Read our safetensors format."""
+    path = Path(path)
+    _check_file(path)
+    try:
+        from safetensors import safe_open
+
+        with safe_open(str(path), framework="pt") as handle:
+            metadata = handle.metadata() or {}
+        tensors = load_file(str(path))
+    except (SafetensorError, OSError, ValueError) as error:
+        raise CheckpointError(f"{path}: not a readable safetensors file ({error})") from None
+    if metadata.get("format") != FORMAT_NAME or "config" not in metadata:
+        raise CheckpointError(f"{path}: a safetensors file without sdic metadata (format/config)")
+    try:
+        config = SDICConfig.from_json(metadata["config"])
+    except (ValueError, TypeError, json.JSONDecodeError) as error:
+        raise CheckpointError(f"{path}: invalid model config in metadata ({error})") from None
+    return Checkpoint(metadata.get("kind", "sdic"), tensors, config, path=str(path))
+
+
+def read_checkpoint(path: str | Path) -> Checkpoint:
+    """Read any supported file: ours (``.safetensors``) or the authors' pickles."""
+    path = Path(path)
+    if path.suffix == ".safetensors":
+        return read_native(path)
+    return read_authors_checkpoint(path)
+
+
+# ------------------------------------------------------------- applying
+def load_into(module: torch.nn.Module, tensors: Mapping[str, torch.Tensor], source: str,
+              allow_missing: tuple[str, ...] = ()) -> None:
+    """Copy tensors into a module; name every missing, unexpected or mis-shaped tensor."""
+    expected = module.state_dict()
+    missing = [k for k in expected if k not in tensors and not k.startswith(allow_missing)]
+    unexpected = [k for k in tensors if k not in expected]
+    mismatched = [
+        f"{k}: file {list(tensors[k].shape)} vs model {list(expected[k].shape)}"
+        for k in expected if k in tensors and tensors[k].shape != expected[k].shape
+    ]
+    problems = []
+    if mismatched:
+        problems.append("shape mismatch: " + "; ".join(mismatched[:10]))
+    if missing:
+        problems.append(f"{len(missing)} missing tensors: " + ", ".join(missing[:10]))
+    if unexpected:
+        problems.append(f"{len(unexpected)} unexpected tensors: " + ", ".join(
+            f"{k} {list(tensors[k].shape)}" for k in unexpected[:10]))
+    if problems:
+        raise CheckpointError(f"{source}: " + " | ".join(problems))
+    module.load_state_dict({k: v for k, v in tensors.items()}, strict=not allow_missing)

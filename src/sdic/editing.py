@@ -1,0 +1,120 @@
+"""Latent editing directions: InterFaceGAN vectors and GANSpace PCA edits.
+
+The published directions ship inside the package (``sdic/data/directions``,
+see the README there for their origin). A direction moves W+ codes; the SDIC
+compensation is carried through the edit by :meth:`sdic.SDICModel.edit`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import lru_cache
+from importlib import resources
+from typing import TYPE_CHECKING, Protocol
+
+import torch
+from safetensors.torch import load_file
+
+if TYPE_CHECKING:
+    from .config import SDICConfig
+
+
+class Direction(Protocol):
+    """Anything that maps W+ latents [B, n, D] and a factor to edited latents."""
+
+    def apply(self, latents: torch.Tensor, factor: float) -> torch.Tensor: ...
+
+
+@dataclass(frozen=True)
+class LinearDirection:
+    """InterFaceGAN-style edit: W + factor * d, with d of shape [D] or [n, D]."""
+
+    vector: torch.Tensor
+
+    def apply(self, latents: torch.Tensor, factor: float) -> torch.Tensor:
+        vector = self.vector.to(latents)
+        if vector.ndim == 1:
+            vector = vector[None]
+        if vector.shape[-1] != latents.shape[-1] or vector.shape[0] not in (1, latents.shape[1]):
+            raise ValueError(
+                f"direction of shape {list(self.vector.shape)} does not fit latents "
+                f"of shape {list(latents.shape[1:])}"
+            )
+        return latents + factor * vector[None]
+
+
+@dataclass(frozen=True)
+class GANSpaceDirection:
+    """GANSpace edit: set PCA component ``index`` to ``strength * factor`` on rows [start, end).
+
+    The component value is measured on the first latent row (as the authors do);
+    ``factor`` = 1 reproduces the published edit.
+    """
+
+    mean: torch.Tensor  # [1, D]
+    components: torch.Tensor  # [K, 1, D]
+    stds: torch.Tensor  # [K]
+    index: int
+    start: int
+    end: int
+    strength: float
+
+    def apply(self, latents: torch.Tensor, factor: float) -> torch.Tensor:
+        if self.end > latents.shape[1]:
+            raise ValueError(f"GANSpace edit rows {self.start}..{self.end} exceed {latents.shape[1]} latents")
+        comp = self.components[self.index].to(latents)  # [1, D]
+        std = float(self.stds[self.index])
+        value = ((latents[:, 0] - self.mean.to(latents)) * comp).sum(-1) / std  # [B]
+        delta = (self.strength * factor - value)[:, None] * comp * std  # [B, D]
+        edited = latents.clone()
+        edited[:, self.start:self.end] += delta[:, None, :]
+        return edited
+
+
+# Named GANSpace edits (component, first row, last row exclusive, strength), per domain.
+GANSPACE_EDITS = {
+    "faces": {"eyes": (54, 7, 8, 20.0), "beard": (58, 7, 9, -20.0), "lip": (34, 10, 11, 20.0)},
+    "cars": {"left": (0, 0, 5, 2.0), "right": (0, 0, 5, -2.0), "cube": (16, 3, 6, 25.0),
+             "color": (22, 9, 11, -8.0), "grass": (41, 9, 11, -18.0)},
+}
+INTERFACEGAN_EDITS = {"faces": ("age", "smile", "pose"), "cars": ()}
+PCA_FILES = {"faces": "ffhq_pca", "cars": "cars_pca"}
+
+
+def available(domain: str) -> list[str]:
+    """Names of the bundled directions for a domain (``faces`` or ``cars``)."""
+    return sorted(INTERFACEGAN_EDITS.get(domain, ())) + sorted(GANSPACE_EDITS.get(domain, {}))
+
+
+@lru_cache(maxsize=None)
+def _bundled(stem: str) -> dict[str, torch.Tensor]:
+    path = resources.files("sdic") / "data" / "directions" / f"{stem}.safetensors"
+    with resources.as_file(path) as file:
+        return load_file(str(file))
+
+
+def named(name: str, domain: str) -> Direction:
+    """A bundled direction by name (e.g. ``age`` for faces, ``cube`` for cars)."""
+    if name in INTERFACEGAN_EDITS.get(domain, ()):
+        return LinearDirection(_bundled(f"ffhq_{name}")["direction"][0])
+    if name in GANSPACE_EDITS.get(domain, {}):
+        pca = _bundled(PCA_FILES[domain])
+        index, start, end, strength = GANSPACE_EDITS[domain][name]
+        return GANSpaceDirection(pca["mean"], pca["comp"], pca["std"], index, start, end, strength)
+    raise ValueError(f"unknown direction {name!r} for {domain}; available: {', '.join(available(domain))}")
+
+
+def resolve(direction: "str | torch.Tensor | Direction", config: "SDICConfig") -> Direction:
+    """Accept a bundled name, a tensor ([D], [1, D], [n, D] or [1, n, D]) or a Direction."""
+    if isinstance(direction, str):
+        return named(direction, config.domain)
+    if isinstance(direction, torch.Tensor):
+        vector = direction.detach()
+        while vector.ndim > 2 and vector.shape[0] == 1:
+            vector = vector[0]
+        if vector.ndim == 2 and vector.shape[0] == 1:
+            vector = vector[0]
+        return LinearDirection(vector)
+    if hasattr(direction, "apply"):
+        return direction
+    raise TypeError(f"cannot use {type(direction).__name__} as an edit direction")

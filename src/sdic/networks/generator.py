@@ -1,0 +1,239 @@
+"""StyleGAN2 generator in the rosinality layout, with the SDIC feature tap.
+
+Synthesis is split at the tap (the upsampling conv of the ``tap_resolution``
+block, 64x64 for the authors' models) so that SDIC can read the tap feature
+``G7``, replace it, and reuse everything computed before it.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..config import GeneratorConfig
+from .layers import EqualLinear, FusedLeakyReLU, PixelNorm, fir_kernel, upfirdn2d
+
+
+class ModulatedConv2d(nn.Module):
+    """Style-modulated convolution.
+
+    Modulation scales the *activations* rather than the weights, so one
+    ordinary convolution serves the whole batch; demodulation is a per-sample,
+    per-output-channel factor. This equals the weight-modulated grouped
+    convolution of the original up to float round-off.
+    """
+
+    def __init__(
+        self, in_channels: int, out_channels: int, kernel_size: int, style_dim: int,
+        demodulate: bool = True, upsample: bool = False,
+    ) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.randn(1, out_channels, in_channels, kernel_size, kernel_size))
+        self.modulation = EqualLinear(style_dim, in_channels, bias_init=1.0)
+        self.scale = 1.0 / math.sqrt(in_channels * kernel_size**2)
+        self.demodulate = demodulate
+        self.upsample = upsample
+        self.padding = kernel_size // 2
+        if upsample:
+            self.blur = _Blur(pad=(1, 1))
+
+    def forward(self, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+        style = self.modulation(w)
+        weight = self.weight[0] * self.scale
+        x = x * style[:, :, None, None].to(x.dtype)
+        if self.upsample:
+            x = F.conv_transpose2d(x, weight.transpose(0, 1).to(x.dtype), stride=2)
+        else:
+            x = F.conv2d(x, weight.to(x.dtype), padding=self.padding)
+        if self.demodulate:
+            energy = weight.pow(2).sum(dim=(2, 3))  # [out, in]
+            demod = torch.rsqrt(style.pow(2) @ energy.t() + 1e-8)  # [B, out]
+            x = x * demod[:, :, None, None].to(x.dtype)
+        if self.upsample:
+            x = self.blur(x)
+        return x
+
+
+class _Blur(nn.Module):
+    """FIR low-pass after a transposed conv; ``kernel`` is the stored x4 kernel."""
+
+    def __init__(self, pad: tuple[int, int]) -> None:
+        super().__init__()
+        self.register_buffer("kernel", fir_kernel(gain=4.0))
+        self.pad = pad
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return upfirdn2d(x, self.kernel, pad=self.pad)
+
+
+class _Upsample(nn.Module):
+    """2x FIR upsampling of the RGB skip (zero insertion, x4 kernel, pads (2, 1))."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.register_buffer("kernel", fir_kernel(gain=4.0))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return upfirdn2d(x, self.kernel, up=2, pad=(2, 1))
+
+
+class NoiseInjection(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.zeros(1))
+
+    def forward(self, x: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
+        return x + self.weight * noise
+
+
+class StyledConv(nn.Module):
+    """Modulated conv -> noise -> bias + scaled leaky ReLU."""
+
+    def __init__(
+        self, in_channels: int, out_channels: int, style_dim: int, upsample: bool = False,
+    ) -> None:
+        super().__init__()
+        self.conv = ModulatedConv2d(in_channels, out_channels, 3, style_dim, upsample=upsample)
+        self.noise = NoiseInjection()
+        self.activate = FusedLeakyReLU(out_channels)
+
+    def forward(self, x: torch.Tensor, w: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
+        return self.activate(self.noise(self.conv(x, w), noise))
+
+
+class ToRGB(nn.Module):
+    """1x1 modulated conv to RGB (no demodulation) plus the upsampled previous RGB."""
+
+    def __init__(self, in_channels: int, style_dim: int, upsample: bool = True) -> None:
+        super().__init__()
+        if upsample:
+            self.upsample = _Upsample()
+        self.conv = ModulatedConv2d(in_channels, 3, 1, style_dim, demodulate=False)
+        self.bias = nn.Parameter(torch.zeros(1, 3, 1, 1))
+
+    def forward(self, x: torch.Tensor, w: torch.Tensor, skip: torch.Tensor | None = None) -> torch.Tensor:
+        out = self.conv(x, w) + self.bias
+        if skip is not None:
+            out = out + self.upsample(skip)
+        return out
+
+
+class ConstantInput(nn.Module):
+    def __init__(self, channels: int, size: int = 4) -> None:
+        super().__init__()
+        self.input = nn.Parameter(torch.randn(1, channels, size, size))
+
+    def forward(self, batch: int) -> torch.Tensor:
+        return self.input.expand(batch, -1, -1, -1)
+
+
+@dataclass
+class TapState:
+    """Synthesis state at the tap: the tap feature and the RGB skip so far."""
+
+    feature: torch.Tensor | None
+    skip: torch.Tensor
+
+
+class Generator(nn.Module):
+    """StyleGAN2 generator: mapping network ``style`` and the synthesis layers."""
+
+    def __init__(self, config: GeneratorConfig, tap_resolution: int | None = None) -> None:
+        super().__init__()
+        self.config = config
+        style_dim = config.style_dim
+        self.style = nn.Sequential(
+            PixelNorm(),
+            *[EqualLinear(style_dim, style_dim, lr_mul=config.lr_mlp, activation=True)
+              for _ in range(config.n_mlp)],
+        )
+        self.input = ConstantInput(config.channels(4))
+        self.conv1 = StyledConv(config.channels(4), config.channels(4), style_dim)
+        self.to_rgb1 = ToRGB(config.channels(4), style_dim, upsample=False)
+        self.convs = nn.ModuleList()
+        self.to_rgbs = nn.ModuleList()
+        in_ch = config.channels(4)
+        for log_res in range(3, config.log_size + 1):
+            out_ch = config.channels(2**log_res)
+            self.convs.append(StyledConv(in_ch, out_ch, style_dim, upsample=True))
+            self.convs.append(StyledConv(out_ch, out_ch, style_dim))
+            self.to_rgbs.append(ToRGB(out_ch, style_dim))
+            in_ch = out_ch
+        self.noises = nn.Module()
+        for i in range(config.num_noise_layers):
+            res = 2 ** ((i + 5) // 2)
+            self.noises.register_buffer(f"noise_{i}", torch.randn(1, 1, res, res))
+        tap = tap_resolution if tap_resolution is not None else config.size // 2
+        self.tap_block = int(math.log2(tap)) - 3
+
+    @property
+    def n_latent(self) -> int:
+        return self.config.n_latent
+
+    def fixed_noise(self) -> list[torch.Tensor]:
+        return [getattr(self.noises, f"noise_{i}") for i in range(self.config.num_noise_layers)]
+
+    def random_noise(self, batch: int, generator: torch.Generator | None = None) -> list[torch.Tensor]:
+        device = self.input.input.device
+        return [torch.randn(batch, 1, n.shape[-2], n.shape[-1], device=device, generator=generator)
+                for n in self.fixed_noise()]
+
+    def mapping(self, z: torch.Tensor) -> torch.Tensor:
+        """Map z [B, style_dim] to w [B, style_dim]."""
+        return self.style(z)
+
+    @torch.no_grad()
+    def mean_latent(self, n: int = 4096, seed: int = 0) -> torch.Tensor:
+        g = torch.Generator().manual_seed(seed)
+        z = torch.randn(n, self.config.style_dim, generator=g).to(self.input.input.device)
+        return self.mapping(z).mean(0, keepdim=True)
+
+    def to_tap(
+        self, w: torch.Tensor, noise: list[torch.Tensor] | None = None, compute_tap: bool = True,
+    ) -> TapState:
+        """Run synthesis up to and including the tap conv (skipped if ``compute_tap`` is False)."""
+        noise = noise if noise is not None else self.fixed_noise()
+        x = self.input(w.shape[0])
+        x = self.conv1(x, w[:, 0], noise[0])
+        skip = self.to_rgb1(x, w[:, 1])
+        for j in range(self.tap_block):
+            i = 1 + 2 * j
+            x = self.convs[2 * j](x, w[:, i], noise[2 * j + 1])
+            x = self.convs[2 * j + 1](x, w[:, i + 1], noise[2 * j + 2])
+            skip = self.to_rgbs[j](x, w[:, i + 2], skip)
+        feature = None
+        if compute_tap:
+            j = self.tap_block
+            feature = self.convs[2 * j](x, w[:, 1 + 2 * j], noise[2 * j + 1])
+        return TapState(feature, skip)
+
+    def from_tap(
+        self, w: torch.Tensor, feature: torch.Tensor, skip: torch.Tensor,
+        noise: list[torch.Tensor] | None = None,
+    ) -> torch.Tensor:
+        """Continue synthesis from a (possibly replaced) tap feature to the RGB image."""
+        noise = noise if noise is not None else self.fixed_noise()
+        x = feature
+        for j in range(self.tap_block, len(self.to_rgbs)):
+            i = 1 + 2 * j
+            if j != self.tap_block:
+                x = self.convs[2 * j](x, w[:, i], noise[2 * j + 1])
+            x = self.convs[2 * j + 1](x, w[:, i + 1], noise[2 * j + 2])
+            skip = self.to_rgbs[j](x, w[:, i + 2], skip)
+        return skip
+
+    def forward(
+        self, w: torch.Tensor, noise: list[torch.Tensor] | None = None,
+        tap_feature: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Synthesise from W+ ``w`` [B, n_latent, style_dim]; return (image, tap feature).
+
+        With ``tap_feature`` the tap is replaced by it (and the tap conv is not run).
+        """
+        state = self.to_tap(w, noise, compute_tap=tap_feature is None)
+        feature = state.feature if tap_feature is None else tap_feature
+        return self.from_tap(w, feature, state.skip, noise), state.feature
