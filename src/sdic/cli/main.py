@@ -1,0 +1,50 @@
+"""The ``sdic`` command line: a thin layer over the Python API.
+
+Each sub-command lives in its own module with ``register(subparsers)``;
+errors the user can fix become one-line messages and exit code 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from ..checkpoints import CheckpointError
+from ..images import ImageReadError
+
+COMMAND_MODULES = ("inference", "convert")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from .. import __version__
+
+    parser = argparse.ArgumentParser(
+        prog="sdic",
+        description="SDIC GAN inversion: invert photos into StyleGAN2, edit them, keep the details.",
+    )
+    parser.add_argument("--version", action="version", version=f"sdic {__version__}")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in COMMAND_MODULES:
+        importlib.import_module(f"{__package__}.{name}").register(subparsers)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "run", None):
+        parser.print_help()
+        return 2
+    try:
+        return int(args.run(args) or 0)
+    except (CheckpointError, ImageReadError, ValueError, FileNotFoundError) as error:
+        print(f"sdic {args.command}: error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
