@@ -153,7 +153,8 @@ def infer_generator(state: Mapping[str, torch.Tensor], prefix: str) -> Generator
     multiplier = 2
     if size >= 128:
         # The last conv of the 128 block: channels(128) = 128 * multiplier.
-        conv = state[f"{prefix}convs.{2 * (7 - 3) + 1}.conv.weight"]
+        block_128 = 7 - 3  # log2(128) - 3
+        conv = state[f"{prefix}convs.{2 * block_128 + 1}.conv.weight"]
         multiplier = max(1, conv.shape[1] // 128)
     return GeneratorConfig(size=size, style_dim=style_w.shape[0], n_mlp=n_mlp, channel_multiplier=multiplier)
 
@@ -180,11 +181,17 @@ def read_authors_checkpoint(path: str | Path) -> Checkpoint:
     else:
         state = dict(obj["state_dict"])
         opts = dict(obj.get("opts") or {}) if isinstance(obj.get("opts"), Mapping) else {}
-    config = infer_config(state, opts)
+    try:
+        config: SDICConfig | None = infer_config(state, opts)
+    except ValueError as error:
+        if kind == "sdic":
+            raise CheckpointError(f"{path}: not one of the authors' SDIC architectures ({error})") from None
+        config = None  # a custom generator: the training configuration describes the rest
     tensors, dropped, unknown = _rename(state)
     if unknown:
         raise CheckpointError(f"{path}: unexpected tensors outside encoder/decoder/DIP/SAF: {unknown[:10]}")
-    avg = _latent_avg(obj, config.n_latent)
+    n_latent = config.n_latent if config else infer_generator(state, "decoder.").n_latent
+    avg = _latent_avg(obj, n_latent)
     if avg is not None:
         tensors["latent_avg"] = avg
     return Checkpoint(kind, tensors, config, dropped, opts, str(path))

@@ -236,7 +236,7 @@ def tiny(size: int = 32) -> SDICConfig:
             base_channels=16 * size // 2, channel_multiplier=1,
         ),
         encoder=EncoderConfig(
-            input_size=64, stage_units=(1, 1, 2, 1), stage_channels=(8, 16, 16, style_dim),
+            input_size=64, stage_units=(1, 1, 2, 1), stage_channels=(16, 16, 32, style_dim),
         ),
         dipn=DIPNConfig(
             feature_channels=(4, 6, 8, 12, 16),
