@@ -16,4 +16,4 @@ from .model import Inversion, SDICModel
 
 __version__ = "0.1.0"
 
-__all__ = ["load", "CheckpointError", "SDICConfig", "Inversion", "SDICModel", "__version__"]
+__all__ = ["CheckpointError", "Inversion", "SDICConfig", "SDICModel", "__version__", "load"]

@@ -177,7 +177,7 @@ class SDICConfig:
         return json.dumps(self.to_dict(), sort_keys=True)
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "SDICConfig":
+    def from_dict(cls, data: dict[str, Any]) -> SDICConfig:
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = set(data) - known
         if unknown:
@@ -199,7 +199,7 @@ class SDICConfig:
         return cls(**kwargs)
 
     @classmethod
-    def from_json(cls, text: str) -> "SDICConfig":
+    def from_json(cls, text: str) -> SDICConfig:
         return cls.from_dict(json.loads(text))
 
 

@@ -8,7 +8,7 @@ compensation is carried through the edit by :meth:`sdic.SDICModel.edit`.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cache
 from importlib import resources
 from typing import TYPE_CHECKING, Protocol
 
@@ -86,7 +86,7 @@ def available(domain: str) -> list[str]:
     return sorted(INTERFACEGAN_EDITS.get(domain, ())) + sorted(GANSPACE_EDITS.get(domain, {}))
 
 
-@lru_cache(maxsize=None)
+@cache
 def _bundled(stem: str) -> dict[str, torch.Tensor]:
     path = resources.files("sdic") / "data" / "directions" / f"{stem}.safetensors"
     with resources.as_file(path) as file:
@@ -104,7 +104,7 @@ def named(name: str, domain: str) -> Direction:
     raise ValueError(f"unknown direction {name!r} for {domain}; available: {', '.join(available(domain))}")
 
 
-def resolve(direction: "str | torch.Tensor | Direction", config: "SDICConfig") -> Direction:
+def resolve(direction: str | torch.Tensor | Direction, config: SDICConfig) -> Direction:
     """Accept a bundled name, a tensor ([D], [1, D], [n, D] or [1, n, D]) or a Direction."""
     if isinstance(direction, str):
         return named(direction, config.domain)

@@ -64,7 +64,7 @@ def discrepancy_to_pil(tensor: torch.Tensor) -> list[Image.Image]:
     return tensor_to_pil(scaled * 2 - 1)
 
 
-def content_rows_at(config: "SDICConfig", size: int) -> tuple[int, int]:
+def content_rows_at(config: SDICConfig, size: int) -> tuple[int, int]:
     """Content rows at a square resolution ``size`` (the whole frame for faces)."""
     if config.content_rows is None:
         return 0, size
@@ -87,14 +87,14 @@ def _frame_size(rows: tuple[int, int]) -> int:
     return rows[1] + rows[0]
 
 
-def resize_pil(image: Image.Image, config: "SDICConfig") -> Image.Image:
+def resize_pil(image: Image.Image, config: SDICConfig) -> Image.Image:
     """Resize a photo to the content shape of the input canvas (PIL bilinear, antialiased)."""
     size = config.input_size
     top, bottom = content_rows_at(config, size)
     return image.resize((size, bottom - top), Image.BILINEAR)
 
 
-def to_canvas(x: Any, config: "SDICConfig") -> torch.Tensor:
+def to_canvas(x: Any, config: SDICConfig) -> torch.Tensor:
     """Build the [B, 3, S, S] input canvas from tensors, PIL images, paths or a list of them."""
     if isinstance(x, (list, tuple)):
         if not x:
@@ -109,7 +109,7 @@ def to_canvas(x: Any, config: "SDICConfig") -> torch.Tensor:
     return _tensor_canvas(x, config)
 
 
-def _tensor_canvas(x: torch.Tensor, config: "SDICConfig") -> torch.Tensor:
+def _tensor_canvas(x: torch.Tensor, config: SDICConfig) -> torch.Tensor:
     if x.ndim == 3:
         x = x[None]
     size = config.input_size
@@ -130,13 +130,13 @@ def _tensor_canvas(x: torch.Tensor, config: "SDICConfig") -> torch.Tensor:
     return canvas
 
 
-def encoder_view(canvas: torch.Tensor, config: "SDICConfig") -> torch.Tensor:
+def encoder_view(canvas: torch.Tensor, config: SDICConfig) -> torch.Tensor:
     """The part of the canvas the encoder sees (its content rows)."""
     top, bottom = content_rows_at(config, canvas.shape[-2])
     return canvas[:, :, top:bottom]
 
 
-def fill_outside_content(canvas: torch.Tensor, reconstruction: torch.Tensor, config: "SDICConfig") -> torch.Tensor:
+def fill_outside_content(canvas: torch.Tensor, reconstruction: torch.Tensor, config: SDICConfig) -> torch.Tensor:
     """Photo inside the content rows, reconstruction outside (identity for faces)."""
     top, bottom = content_rows_at(config, canvas.shape[-2])
     if (top, bottom) == (0, canvas.shape[-2]):

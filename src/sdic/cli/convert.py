@@ -5,7 +5,12 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ..checkpoints import CheckpointError, load_into, read_authors_checkpoint, save_model
+from ..checkpoints import (
+    CheckpointError,
+    load_into,
+    read_authors_checkpoint,
+    save_model,
+)
 from ..model import SDICModel
 
 

@@ -4,22 +4,15 @@ from __future__ import annotations
 
 import argparse
 import sys
-from dataclasses import dataclass
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable, Iterator
 
 import numpy as np
 import torch
 from tqdm import tqdm
 
-from ..images import ImageReadError, list_images, load_image
 from ..model import Inversion, SDICModel
-
-
-@dataclass
-class Item:
-    path: Path
-    name: str  # unique output stem
+from .inputs import Item, batches, find_items
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -47,38 +40,6 @@ def _common(parser: argparse.ArgumentParser) -> None:
                         help="also save codes, latents, discrepancy and the raw float image")
     parser.add_argument("--save-intermediate", action="store_true",
                         help="also write the e4e reconstruction and the discrepancy map")
-
-
-def _items(inputs: list[str]) -> list[Item]:
-    paths = list_images(inputs)
-    if not paths:
-        raise FileNotFoundError(f"no images found in {' '.join(inputs)}")
-    used: dict[str, int] = {}
-    items = []
-    for path in paths:
-        count = used.get(path.stem, 0)
-        used[path.stem] = count + 1
-        items.append(Item(path, path.stem if count == 0 else f"{path.stem}_{count}"))
-    return items
-
-
-def _batches(items: list[Item], size: int, failures: list[str], bar: tqdm) -> Iterator[tuple[list[Item], list]]:
-    """Yield (items, PIL images) batches; unreadable images are reported and skipped."""
-    batch: list[Item] = []
-    pictures: list = []
-    for item in items:
-        try:
-            pictures.append(load_image(item.path))
-            batch.append(item)
-        except ImageReadError as error:
-            failures.append(str(error))
-            tqdm.write(f"skipped: {error}", file=sys.stderr)
-            bar.update(1)
-        if len(batch) == size:
-            yield batch, pictures
-            batch, pictures = [], []
-    if batch:
-        yield batch, pictures
 
 
 def _save_arrays(path: Path, fmt: str, arrays: dict[str, torch.Tensor]) -> None:
@@ -112,13 +73,13 @@ def _run(
 
     if args.batch_size < 1:
         raise ValueError("--batch-size must be at least 1")
-    items = _items(args.inputs)
+    items = find_items(args.inputs)
     model = load(args.checkpoint, device=args.device)
     check(model)
     args.output.mkdir(parents=True, exist_ok=True)
     failures: list[str] = []
     with tqdm(total=len(items), unit="img", desc=f"sdic {args.command}") as bar:
-        for batch, pictures in _batches(items, args.batch_size, failures, bar):
+        for batch, pictures in batches(items, args.batch_size, failures, bar):
             handle(model, model.invert(pictures), batch)
             bar.update(len(batch))
     done = len(items) - len(failures)

@@ -1,0 +1,222 @@
+"""The evaluation protocol behind ``sdic evaluate`` (documented in docs/evaluation.md).
+
+Every image is inverted once; the e4e reconstruction and the SDIC result are
+both scored against the input at the model's input size (256x256 for the
+authors' models; generator outputs are average-pooled to it, as in training
+and the published tables). Cars are scored on their content rows only.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+from .images import content_rows_at, tensor_to_pil
+from .model import Inversion, SDICModel
+
+STAGES = ("e4e", "sdic")
+METRIC_LABELS = {
+    "mse": "MSE ↓", "psnr": "PSNR ↑", "ssim": "SSIM ↑", "lpips_alex": "LPIPS-alex ↓",
+    "lpips_vgg": "LPIPS-vgg ↓", "id_sface": "ID (SFace) ↑",
+}
+
+MetricFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+def build_metrics(names: Iterable[str], device: torch.device) -> dict[str, MetricFn]:
+    """Metric functions (prediction, target) -> per-image values, inputs in [-1, 1]."""
+    from . import metrics
+
+    table: dict[str, Callable[[], MetricFn]] = {
+        "mse": lambda: metrics.mse,
+        "psnr": lambda: metrics.psnr,
+        "ssim": lambda: metrics.ssim,
+        "lpips_alex": lambda: metrics.LPIPS("alex").to(device).eval(),
+        "lpips_vgg": lambda: metrics.LPIPS("vgg").to(device).eval(),
+        "id_sface": _identity_metric(device),
+    }
+    unknown = set(names) - set(table)
+    if unknown:
+        raise ValueError(f"unknown metrics {sorted(unknown)}; choose from {sorted(table)}")
+    return {name: table[name]() for name in names}
+
+
+def _identity_metric(device: torch.device) -> Callable[[], MetricFn]:
+    def build() -> MetricFn:
+        from .metrics.identity import IdentitySimilarity
+
+        return IdentitySimilarity().to(device).eval()
+
+    return build
+
+
+def default_metrics(model: SDICModel) -> list[str]:
+    names = ["mse", "psnr", "ssim", "lpips_alex", "lpips_vgg"]
+    return names + (["id_sface"] if model.config.domain == "faces" else [])
+
+
+@dataclass
+class EvaluationReport:
+    """Per-image and mean scores for the e4e and SDIC stages, FID over the set, timing."""
+
+    model: str
+    per_image: list[dict] = field(default_factory=list)
+    fid: dict[str, float] = field(default_factory=dict)
+    seconds_per_image: float = float("nan")
+    failures: list[str] = field(default_factory=list)
+    protocol: dict = field(default_factory=dict)
+
+    def means(self) -> dict[str, dict[str, float]]:
+        out: dict[str, dict[str, float]] = {}
+        for stage in STAGES:
+            values: dict[str, list[float]] = {}
+            for row in self.per_image:
+                for metric, value in row[stage].items():
+                    values.setdefault(metric, []).append(value)
+            out[stage] = {m: sum(v) / len(v) for m, v in values.items()}
+            if stage in self.fid:
+                out[stage]["fid"] = self.fid[stage]
+        return out
+
+    def to_json(self) -> str:
+        return json.dumps({
+            "model": self.model, "images": len(self.per_image), "protocol": self.protocol,
+            "seconds_per_image": self.seconds_per_image, "mean": self.means(), "fid": self.fid,
+            "per_image": self.per_image, "failures": self.failures,
+        }, indent=2)
+
+    def to_markdown(self) -> str:
+        means = self.means()
+        metrics = [m for m in METRIC_LABELS if m in means["sdic"]] + (["fid"] if self.fid else [])
+        labels = [METRIC_LABELS.get(m, "FID ↓") for m in metrics]
+        lines = [
+            f"# Evaluation of {self.model}", "",
+            f"{len(self.per_image)} images, {self.seconds_per_image:.2f} s per image "
+            f"(inversion, {self.protocol.get('device', 'cpu')}); protocol: docs/evaluation.md.", "",
+            "| stage | " + " | ".join(labels) + " |",
+            "| --- |" + " --- |" * len(labels),
+        ]
+        for stage in STAGES:
+            cells = [_format(means[stage].get(m, math.nan)) for m in metrics]
+            lines.append(f"| {stage} | " + " | ".join(cells) + " |")
+        if self.failures:
+            lines += ["", f"{len(self.failures)} images failed:"] + [f"- {f}" for f in self.failures]
+        return "\n".join(lines) + "\n"
+
+
+def _format(value: float) -> str:
+    if math.isnan(value):
+        return "–"
+    return f"{value:.2f}" if abs(value) >= 10 else f"{value:.4f}"
+
+
+def scored_views(inv: Inversion, config) -> dict[str, torch.Tensor]:
+    """Target and stage outputs at the input size, cut to the content rows."""
+    size = config.input_size
+    top, bottom = content_rows_at(config, size)
+
+    def at_input(image: torch.Tensor) -> torch.Tensor:
+        return F.adaptive_avg_pool2d(image, (size, size))[:, :, top:bottom]
+
+    return {"target": inv.input[:, :, top:bottom], "e4e": at_input(inv.initial_image),
+            "sdic": at_input(inv.image)}
+
+
+def score(views: dict[str, torch.Tensor], metric_fns: dict[str, MetricFn]) -> list[dict[str, dict[str, float]]]:
+    """Per-image scores of both stages."""
+    batch = views["target"].shape[0]
+    rows: list[dict[str, dict[str, float]]] = [{stage: {} for stage in STAGES} for _ in range(batch)]
+    with torch.no_grad():
+        for name, fn in metric_fns.items():
+            for stage in STAGES:
+                values = fn(views[stage].float(), views["target"].float()).reshape(-1)
+                for i in range(batch):
+                    rows[i][stage][name] = float(values[i])
+    return rows
+
+
+def grid_row(inv: Inversion, index: int, size: int = 256) -> Image.Image:
+    """input | e4e | SDIC | discrepancy, each ``size`` pixels high."""
+    views = [inv.to_pil("input")[index], inv.to_pil("initial_image")[index],
+             inv.to_pil("image")[index], inv.to_pil("discrepancy")[index]]
+    views = [v.resize((round(size * v.width / v.height), size), Image.BILINEAR) for v in views]
+    row = Image.new("RGB", (sum(v.width for v in views), size), "white")
+    x = 0
+    for view in views:
+        row.paste(view, (x, 0))
+        x += view.width
+    return row
+
+
+GRID_COLUMNS = ("input", "e4e", "SDIC", "discrepancy")
+
+
+def stack_rows(rows: list[Image.Image], header: int = 20) -> Image.Image:
+    """Stack grid rows under a header naming the columns."""
+    from PIL import ImageDraw
+
+    width = max(r.width for r in rows)
+    grid = Image.new("RGB", (width, header + sum(r.height for r in rows)), "white")
+    draw = ImageDraw.Draw(grid)
+    column = rows[0].width / len(GRID_COLUMNS)
+    for i, label in enumerate(GRID_COLUMNS):
+        draw.text((i * column + 6, 4), label, fill="black")
+    y = header
+    for row in rows:
+        grid.paste(row, (0, y))
+        y += row.height
+    return grid
+
+
+def fid_scores(outputs: dict[str, list[torch.Tensor]], reference: torch.Tensor | str | Path,
+               device: torch.device) -> dict[str, float]:
+    """FID of each stage's outputs against the reference images (inputs or a folder)."""
+    from .metrics import InceptionFeatures, compute_statistics, frechet_distance
+
+    network = InceptionFeatures(input_range=(-1.0, 1.0)).to(device)
+    real = compute_statistics(reference, network, device=device)
+    return {stage: frechet_distance(*compute_statistics(torch.cat(images), network, device=device), *real)
+            for stage, images in outputs.items()}
+
+
+def images_to_tensor(images: list[torch.Tensor]) -> torch.Tensor:
+    return torch.cat(images) if images else torch.empty(0, 3, 1, 1)
+
+
+def save_outputs(inv: Inversion, names: list[str], folder: Path) -> None:
+    """Write the e4e and SDIC results (cropped to content) for later inspection."""
+    for stage, which in (("e4e", "initial_image"), ("sdic", "image")):
+        (folder / stage).mkdir(parents=True, exist_ok=True)
+        for name, picture in zip(names, inv.to_pil(which)):
+            picture.save(folder / stage / f"{name}.png")
+
+
+def timed_invert(model: SDICModel, batch) -> tuple[Inversion, float]:
+    start = time.perf_counter()
+    inv = model.invert(batch)
+    if inv.image.device.type == "cuda":
+        torch.cuda.synchronize()
+    return inv, time.perf_counter() - start
+
+
+__all__ = [
+    "EvaluationReport",
+    "build_metrics",
+    "default_metrics",
+    "fid_scores",
+    "grid_row",
+    "save_outputs",
+    "score",
+    "scored_views",
+    "stack_rows",
+    "tensor_to_pil",
+    "timed_invert",
+]
