@@ -33,7 +33,7 @@ def test_invert_folder_skips_the_corrupt_image_and_reports_it(tiny_checkpoint, p
     assert code == 1
     captured = capsys.readouterr()
     assert "broken.jpg: not a readable image" in captured.err
-    assert "wrote 2 of 3 images" in captured.out
+    assert "wrote results for 2 of 3 images" in captured.out
     assert sorted(p.name for p in out.glob("*.png")) == [
         "a.png", "a_discrepancy.png", "a_e4e.png", "b.png", "b_discrepancy.png", "b_e4e.png"]
     arrays = np.load(out / "a.npz")
@@ -96,3 +96,43 @@ def test_convert_authors_checkpoint(ffhq_checkpoint, ffhq_model, tmp_path, capsy
 def test_console_script_is_installed():
     result = subprocess.run(["sdic", "--help"], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0 and "invert" in result.stdout
+
+
+def test_align_and_paste_back_on_real_photos(tiny_checkpoint, tmp_path, capsys):
+    from conftest import DATA
+
+    faces = DATA / "faces"
+    out = tmp_path / "aligned"
+    code = main(["edit", str(tiny_checkpoint), str(faces / "astronaut.jpg"), str(faces / "no_face.png"),
+                 "-o", str(out), "--align", "--paste-back", "--direction", str(_direction_file(tmp_path)),
+                 "--factor", "1"])
+    assert code == 1
+    assert "no_face.png: no face found" in capsys.readouterr().err
+    photo = Image.open(faces / "astronaut.jpg")
+    pasted = Image.open(out / "astronaut_dir+1_pasted.png")
+    assert pasted.size == photo.size
+    assert Image.open(out / "astronaut_dir+1.png").size == (32, 32)
+    # Far from the face the photo is untouched.
+    assert np.array_equal(np.asarray(pasted)[-20:, -20:], np.asarray(photo.convert("RGB"))[-20:, -20:])
+
+
+def test_all_faces_of_a_group_photo(tiny_checkpoint, tmp_path):
+    from conftest import DATA
+
+    out = tmp_path / "group"
+    assert main(["invert", str(tiny_checkpoint), str(DATA / "faces" / "group_t1.jpg"), "-o", str(out),
+                 "--align", "--all-faces", "--paste-back"]) == 0
+    faces = sorted(p.name for p in out.glob("group_t1_face*.png"))
+    assert len(faces) == 6
+    assert (out / "group_t1_pasted.png").exists()
+
+
+def test_paste_back_needs_align(tiny_checkpoint, photos, tmp_path, capsys):
+    assert main(["invert", str(tiny_checkpoint), str(photos), "-o", str(tmp_path / "x"), "--paste-back"]) == 2
+    assert "need --align" in capsys.readouterr().err
+
+
+def _direction_file(tmp_path):
+    path = tmp_path / "dir.pt"
+    torch.save(torch.randn(1, 32), path)
+    return path

@@ -10,7 +10,7 @@ import torch
 from tqdm import tqdm
 
 from .. import evaluation
-from .inputs import batches, find_items
+from .inputs import batches, find_items, make_aligner, photos_in
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -26,6 +26,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--no-fid", action="store_true", help="skip FID")
     parser.add_argument("--grid", type=int, default=8, help="rows in grid.png (default 8)")
     parser.add_argument("--save-images", action="store_true", help="also write e4e/ and sdic/ outputs")
+    parser.add_argument("--align", action="store_true", help="FFHQ-align the largest face of each photo first")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--batch-size", type=int, default=1)
     parser.set_defaults(run=run)
@@ -40,6 +41,9 @@ def run(args: argparse.Namespace) -> int:
         raise FileNotFoundError(f"{args.reference}: no such folder or file")
     items = find_items(args.inputs)
     model = load(args.checkpoint, device=args.device)
+    if args.align and model.config.domain != "faces":
+        raise ValueError(f"--align is for faces; this is a {model.config.domain} model")
+    align = make_aligner(model.config.input_size, all_faces=False) if args.align else None
     metric_fns = evaluation.build_metrics(args.metrics or evaluation.default_metrics(model), model.device)
     report = evaluation.EvaluationReport(model=str(args.checkpoint), protocol={
         "resolution": model.config.input_size, "device": str(model.device),
@@ -51,19 +55,19 @@ def run(args: argparse.Namespace) -> int:
     grid_rows = []
     seconds = 0.0
     with tqdm(total=len(items), unit="img", desc="sdic evaluate") as bar:
-        for batch, pictures in batches(items, args.batch_size, report.failures, bar):
-            inv, elapsed = evaluation.timed_invert(model, pictures)
+        for batch in batches(items, args.batch_size, report.failures, bar, align):
+            inv, elapsed = evaluation.timed_invert(model, [unit.image for unit in batch])
             seconds += elapsed
             views = evaluation.scored_views(inv, model.config)
             for item, row in zip(batch, evaluation.score(views, metric_fns)):
-                report.per_image.append({"image": str(item.path), **row})
+                report.per_image.append({"image": str(item.source), **row})
             for stage in evaluation.STAGES:
                 outputs[stage].append(views[stage].clamp(-1, 1).cpu())
             targets.append(views["target"].cpu())
             grid_rows += [evaluation.grid_row(inv, i) for i in range(len(batch))][: args.grid - len(grid_rows)]
             if args.save_images:
                 evaluation.save_outputs(inv, [item.name for item in batch], args.output)
-            bar.update(len(batch))
+            bar.update(photos_in(batch))
     if not report.per_image:
         raise ValueError("no image could be read")
     report.seconds_per_image = seconds / len(report.per_image)

@@ -4,15 +4,15 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Callable
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
 from tqdm import tqdm
 
 from ..model import Inversion, SDICModel
-from .inputs import Item, batches, find_items
+from .inputs import Unit, batches, find_items, make_aligner, paste_faces, photos_in
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -40,6 +40,12 @@ def _common(parser: argparse.ArgumentParser) -> None:
                         help="also save codes, latents, discrepancy and the raw float image")
     parser.add_argument("--save-intermediate", action="store_true",
                         help="also write the e4e reconstruction and the discrepancy map")
+    faces = parser.add_argument_group("in-the-wild face photos")
+    faces.add_argument("--align", action="store_true",
+                       help="detect and FFHQ-align faces first (dlib landmarks); the largest face by default")
+    faces.add_argument("--all-faces", action="store_true", help="with --align: every face of a photo")
+    faces.add_argument("--paste-back", action="store_true",
+                       help="with --align: also write the full photo with the result pasted back")
 
 
 def _save_arrays(path: Path, fmt: str, arrays: dict[str, torch.Tensor]) -> None:
@@ -52,38 +58,50 @@ def _save_arrays(path: Path, fmt: str, arrays: dict[str, torch.Tensor]) -> None:
         save_file(arrays, str(path.with_suffix(".safetensors")))
 
 
-def _write_inversion(inv: Inversion, items: list[Item], args: argparse.Namespace, suffix: str = "") -> None:
-    for i, (item, picture) in enumerate(zip(items, inv.to_pil("image"))):
-        picture.save(args.output / f"{item.name}{suffix}.png")
+def _write(inv: Inversion, units: list[Unit], args: argparse.Namespace, suffix: str = "") -> None:
+    for i, (unit, picture) in enumerate(zip(units, inv.to_pil("image"))):
+        picture.save(args.output / f"{unit.name}{suffix}.png")
         if args.save_intermediate and not suffix:
-            inv.to_pil("initial_image")[i].save(args.output / f"{item.name}_e4e.png")
-            inv.to_pil("discrepancy")[i].save(args.output / f"{item.name}_discrepancy.png")
+            inv.to_pil("initial_image")[i].save(args.output / f"{unit.name}_e4e.png")
+            inv.to_pil("discrepancy")[i].save(args.output / f"{unit.name}_discrepancy.png")
         if args.save_latents:
-            _save_arrays(args.output / f"{item.name}{suffix}", args.save_latents, {
+            _save_arrays(args.output / f"{unit.name}{suffix}", args.save_latents, {
                 "codes": inv.codes[i], "latents": inv.latents[i],
                 "discrepancy": inv.discrepancy[i], "image": inv.image[i],
             })
+    if args.paste_back:
+        stem = units[0].source.stem if len(units) > 1 else units[0].name
+        paste_faces(units, inv.image.detach().cpu()).save(args.output / f"{stem}{suffix}_pasted.png")
+
+
+def _check_flags(args: argparse.Namespace, model: SDICModel) -> None:
+    if args.batch_size < 1:
+        raise ValueError("--batch-size must be at least 1")
+    if (args.all_faces or args.paste_back) and not args.align:
+        raise ValueError("--all-faces and --paste-back need --align")
+    if args.align and model.config.domain != "faces":
+        raise ValueError(f"--align is for faces; this is a {model.config.domain} model")
 
 
 def _run(
-    args: argparse.Namespace, handle: Callable[[SDICModel, Inversion, list[Item]], None],
+    args: argparse.Namespace, handle: Callable[[SDICModel, Inversion, list[Unit]], None],
     check: Callable[[SDICModel], None] = lambda model: None,
 ) -> int:
     from ..api import load
 
-    if args.batch_size < 1:
-        raise ValueError("--batch-size must be at least 1")
     items = find_items(args.inputs)
     model = load(args.checkpoint, device=args.device)
+    _check_flags(args, model)
     check(model)
+    align = make_aligner(model.config.input_size, args.all_faces) if args.align else None
     args.output.mkdir(parents=True, exist_ok=True)
     failures: list[str] = []
     with tqdm(total=len(items), unit="img", desc=f"sdic {args.command}") as bar:
-        for batch, pictures in batches(items, args.batch_size, failures, bar):
-            handle(model, model.invert(pictures), batch)
-            bar.update(len(batch))
+        for batch in batches(items, args.batch_size, failures, bar, align):
+            handle(model, model.invert([unit.image for unit in batch]), batch)
+            bar.update(photos_in(batch))
     done = len(items) - len(failures)
-    print(f"wrote {done} of {len(items)} images to {args.output}")
+    print(f"wrote results for {done} of {len(items)} images to {args.output}")
     if failures:
         print(f"{len(failures)} failed:", *failures, sep="\n  ", file=sys.stderr)
         return 1
@@ -91,7 +109,7 @@ def _run(
 
 
 def run_invert(args: argparse.Namespace) -> int:
-    return _run(args, lambda model, inv, items: _write_inversion(inv, items, args))
+    return _run(args, lambda model, inv, units: _write(inv, units, args))
 
 
 def _direction(spec: str) -> str | torch.Tensor:
@@ -126,9 +144,9 @@ def run_edit(args: argparse.Namespace) -> int:
         resolved["direction"] = resolve(spec, model.config)
         resolved["direction"].apply(model.latent_avg[None], 0.0)  # fails early on a bad shape
 
-    def handle(model: SDICModel, inv: Inversion, items: list[Item]) -> None:
+    def handle(model: SDICModel, inv: Inversion, units: list[Unit]) -> None:
         for factor in args.factor:
             edited = model.edit(inv, resolved["direction"], factor)
-            _write_inversion(edited, items, args, suffix=f"_{label}{factor:+g}")
+            _write(edited, units, args, suffix=f"_{label}{factor:+g}")
 
     return _run(args, handle, check)

@@ -1,15 +1,20 @@
-"""Input handling shared by the commands: expand inputs, read images, skip bad ones."""
+"""Input handling shared by the commands: expand inputs, read (and align) images, skip bad ones."""
 
 from __future__ import annotations
 
 import sys
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Callable, Iterator
 
+import torch
+from PIL import Image
 from tqdm import tqdm
 
 from ..images import ImageReadError, list_images, load_image
+
+if TYPE_CHECKING:
+    from ..alignment import AlignedFace
 
 
 @dataclass
@@ -18,7 +23,22 @@ class Item:
     name: str  # unique output stem
 
 
+@dataclass
+class Unit:
+    """One picture for the model: a whole image, or one aligned face of a photo."""
+
+    name: str
+    source: Path
+    image: Image.Image
+    photo: Image.Image | None = None
+    face: AlignedFace | None = None
+
+
+Aligner = Callable[[Image.Image, str], list["AlignedFace"]]
+
+
 def find_items(inputs: list[str]) -> list[Item]:
+    """Expand inputs to image paths with unique output names (``a``, ``a_1``, ...)."""
     paths = list_images(inputs)
     if not paths:
         raise FileNotFoundError(f"no images found in {' '.join(inputs)}")
@@ -31,22 +51,67 @@ def find_items(inputs: list[str]) -> list[Item]:
     return items
 
 
-def batches(items: list[Item], size: int, failures: list[str], bar: tqdm) -> Iterator[tuple[list[Item], list]]:
-    """Yield (items, PIL images) batches; unreadable images are reported and skipped."""
-    batch: list[Item] = []
-    pictures: list = []
+def make_aligner(size: int, all_faces: bool) -> Aligner:
+    """FFHQ alignment to ``size`` pixels: the largest face, or all faces largest first."""
+    from ..alignment import align_faces
+
+    def align(photo: Image.Image, label: str) -> list[AlignedFace]:
+        return align_faces(photo, output_size=size, max_faces=None if all_faces else 1)
+
+    return align
+
+
+def _units(item: Item, align: Aligner | None) -> list[Unit]:
+    picture = load_image(item.path)
+    if align is None:
+        return [Unit(item.name, item.path, picture)]
+    from ..alignment import NoFaceFoundError
+
+    try:
+        faces = align(picture, str(item.path))
+    except NoFaceFoundError:
+        raise ImageReadError(f"{item.path}: no face found") from None
+    names = [item.name] if len(faces) == 1 else [f"{item.name}_face{k}" for k in range(len(faces))]
+    return [Unit(name, item.path, face.image, picture, face) for name, face in zip(names, faces)]
+
+
+def batches(
+    items: list[Item], size: int, failures: list[str], bar: tqdm, align: Aligner | None = None,
+) -> Iterator[list[Unit]]:
+    """Yield batches of units; unreadable images (or photos without a face) are reported and skipped.
+
+    With alignment, a batch holds the faces of one photo, so they can be pasted back together.
+    """
+    batch: list[Unit] = []
     for item in items:
         try:
-            pictures.append(load_image(item.path))
-            batch.append(item)
+            units = _units(item, align)
         except ImageReadError as error:
             failures.append(str(error))
             tqdm.write(f"skipped: {error}", file=sys.stderr)
             bar.update(1)
-        if len(batch) == size:
-            yield batch, pictures
-            batch, pictures = [], []
+            continue
+        if align is not None:
+            yield units
+            continue
+        batch += units
+        if len(batch) >= size:
+            yield batch
+            batch = []
     if batch:
-        yield batch, pictures
+        yield batch
 
 
+def photos_in(batch: list[Unit]) -> int:
+    """How many input files a batch covers (for progress bars)."""
+    return len({unit.source for unit in batch})
+
+
+def paste_faces(units: list[Unit], images: torch.Tensor) -> Image.Image:
+    """Paste every face's result back into its (shared) photo."""
+    from ..alignment import paste_back
+
+    photo = units[0].photo
+    for unit, image in zip(units, images):
+        photo = paste_back(photo, unit.face, image)
+    return photo
