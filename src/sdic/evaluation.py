@@ -178,17 +178,23 @@ def stack_rows(rows: list[Image.Image], header: int = 20) -> Image.Image:
 
 def fid_scores(outputs: dict[str, list[torch.Tensor]], reference: torch.Tensor | str | Path,
                device: torch.device) -> dict[str, float]:
-    """FID of each stage's outputs against the reference images (inputs or a folder)."""
-    from .metrics import InceptionFeatures, compute_statistics, frechet_distance
+    """FID of each stage's outputs against the reference (inputs, a folder or an .npz of mu/sigma)."""
+    from .metrics import (
+        InceptionFeatures, compute_features, feature_statistics, fid_from_features, frechet_distance,
+        load_statistics,
+    )
 
     network = InceptionFeatures(input_range=(-1.0, 1.0)).to(device)
-    real = compute_statistics(reference, network, device=device)
-    return {stage: frechet_distance(*compute_statistics(torch.cat(images), network, device=device), *real)
-            for stage, images in outputs.items()}
 
+    def features(images: list[torch.Tensor]):
+        return compute_features(torch.cat(images), network, device=device)
 
-def images_to_tensor(images: list[torch.Tensor]) -> torch.Tensor:
-    return torch.cat(images) if images else torch.empty(0, 3, 1, 1)
+    if isinstance(reference, (str, Path)) and str(reference).endswith(".npz"):
+        real_stats = load_statistics(reference)
+        return {stage: frechet_distance(*feature_statistics(features(images)), *real_stats)
+                for stage, images in outputs.items()}
+    real = compute_features(reference, network, device=device)
+    return {stage: fid_from_features(features(images), real) for stage, images in outputs.items()}
 
 
 def save_outputs(inv: Inversion, names: list[str], folder: Path) -> None:
