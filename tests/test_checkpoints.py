@@ -181,4 +181,4 @@ def test_direction_files_from_cuda_machines_load_on_cpu():
     # The published .pt files were saved from CUDA tensors; our bundled copies are safetensors.
     from sdic.editing import named
 
-    assert named("age", "faces").vector.device.type == "cpu"
+    assert named("age", "ffhq").vector.device.type == "cpu"

@@ -10,12 +10,12 @@ from sdic.config import ffhq, tiny
 
 
 def test_bundled_directions_load_with_published_shapes():
-    assert editing.named("age", "faces").vector.shape == (512,)
-    assert editing.named("pose", "faces").vector.shape == (18, 512)
-    assert torch.isclose(editing.named("smile", "faces").vector.norm(), torch.tensor(1.0), atol=1e-4)
+    assert editing.named("age", "ffhq").vector.shape == (512,)
+    assert editing.named("pose", "ffhq").vector.shape == (18, 512)
+    assert torch.isclose(editing.named("smile", "ffhq").vector.norm(), torch.tensor(1.0), atol=1e-4)
     cube = editing.named("cube", "cars")
     assert cube.components.shape == (80, 1, 512) and cube.stds.shape == (80,)
-    assert set(editing.available("faces")) == {"age", "smile", "pose", "eyes", "beard", "lip"}
+    assert set(editing.available("ffhq")) == {"age", "smile", "pose", "eyes", "beard", "lip"}
 
 
 def test_unknown_direction_names_the_choices():
@@ -30,7 +30,7 @@ def test_linear_direction_shapes_are_checked():
 
 def test_ganspace_sets_the_component_to_the_strength():
     torch.manual_seed(0)
-    direction = editing.named("eyes", "faces")  # component 54, rows 7..8, strength 20
+    direction = editing.named("eyes", "ffhq")  # component 54, rows 7..8, strength 20
     latents = torch.randn(3, 18, 512)
     edited = direction.apply(latents, 1.0)
     comp = direction.components[54][0]
@@ -46,7 +46,7 @@ def test_ganspace_sets_the_component_to_the_strength():
 
 
 def test_ganspace_factor_scales_the_strength():
-    direction = editing.named("beard", "faces")
+    direction = editing.named("beard", "ffhq")
     latents = torch.randn(1, 18, 512)
     half = direction.apply(latents, 0.5)
     manual = editing.GANSpaceDirection(direction.mean, direction.components, direction.stds, 58, 7, 9, -10.0)

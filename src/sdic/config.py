@@ -120,6 +120,9 @@ class SDICConfig:
     dicn: DICNConfig = field(default_factory=DICNConfig)
     tap_resolution: int = 64
     domain: str = "faces"  # "faces" or "cars": input framing and output crop
+    # Bundled named edit directions: "ffhq", "cars" (the published ones), or a folder name under
+    # sdic/data/directions holding <name>.safetensors files; "" for none.
+    directions: str = ""
     # Rows of the generator output that hold the content (cars: 64..447 of 512).
     content_rows: tuple[int, int] | None = None
 
@@ -213,7 +216,7 @@ def _build_dataclass(cls: type, data: dict[str, Any]) -> Any:
 
 def ffhq() -> SDICConfig:
     """The authors' faces model: FFHQ StyleGAN2 at 1024x1024, 18 latents."""
-    return SDICConfig(name="ffhq", generator=GeneratorConfig(size=1024))
+    return SDICConfig(name="ffhq", generator=GeneratorConfig(size=1024), directions="ffhq")
 
 
 def cars() -> SDICConfig:
@@ -223,6 +226,7 @@ def cars() -> SDICConfig:
         generator=GeneratorConfig(size=512),
         domain="cars",
         content_rows=(64, 448),
+        directions="cars",
     )
 
 

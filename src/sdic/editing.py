@@ -1,12 +1,14 @@
 """Latent editing directions: InterFaceGAN vectors and GANSpace PCA edits.
 
 The published directions ship inside the package (``sdic/data/directions``,
-see the README there for their origin). A direction moves W+ codes; the SDIC
+see the README there for their origin); so do directions learned for the bundled
+model (a sub-folder per direction set, one ``<name>.safetensors`` per direction). A direction moves W+ codes; the SDIC
 compensation is carried through the edit by :meth:`sdic.SDICModel.edit`.
 """
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from functools import cache
 from importlib import resources
@@ -71,43 +73,71 @@ class GANSpaceDirection:
         return edited
 
 
-# Named GANSpace edits (component, first row, last row exclusive, strength), per domain.
+# The published edits of the authors' models. GANSpace: (component, first row, last row
+# exclusive, strength).
 GANSPACE_EDITS = {
-    "faces": {"eyes": (54, 7, 8, 20.0), "beard": (58, 7, 9, -20.0), "lip": (34, 10, 11, 20.0)},
+    "ffhq": {"eyes": (54, 7, 8, 20.0), "beard": (58, 7, 9, -20.0), "lip": (34, 10, 11, 20.0)},
     "cars": {"left": (0, 0, 5, 2.0), "right": (0, 0, 5, -2.0), "cube": (16, 3, 6, 25.0),
              "color": (22, 9, 11, -8.0), "grass": (41, 9, 11, -18.0)},
 }
-INTERFACEGAN_EDITS = {"faces": ("age", "smile", "pose"), "cars": ()}
-PCA_FILES = {"faces": "ffhq_pca", "cars": "cars_pca"}
+INTERFACEGAN_EDITS = {"ffhq": ("age", "smile", "pose"), "cars": ()}
+PCA_FILES = {"ffhq": "ffhq_pca", "cars": "cars_pca"}
+DIRECTIONS = resources.files("sdic") / "data" / "directions"
 
 
-def available(domain: str) -> list[str]:
-    """Names of the bundled directions for a domain (``faces`` or ``cars``)."""
-    return sorted(INTERFACEGAN_EDITS.get(domain, ())) + sorted(GANSPACE_EDITS.get(domain, {}))
+def _learned_names(direction_set: str) -> list[str]:
+    folder = DIRECTIONS / direction_set
+    if not direction_set or direction_set in PCA_FILES or not folder.is_dir():
+        return []
+    return sorted(entry.name.removesuffix(".safetensors") for entry in folder.iterdir()
+                  if entry.name.endswith(".safetensors"))
+
+
+def available(direction_set: str) -> list[str]:
+    """Names of the bundled directions of a set (``ffhq``, ``cars``, or a learned set)."""
+    published = sorted(INTERFACEGAN_EDITS.get(direction_set, ())) + sorted(GANSPACE_EDITS.get(direction_set, {}))
+    return published + _learned_names(direction_set)
 
 
 @cache
-def _bundled(stem: str) -> dict[str, torch.Tensor]:
-    path = resources.files("sdic") / "data" / "directions" / f"{stem}.safetensors"
-    with resources.as_file(path) as file:
+def _bundled(relative: str) -> dict[str, torch.Tensor]:
+    with resources.as_file(DIRECTIONS / f"{relative}.safetensors") as file:
         return load_file(str(file))
 
 
-def named(name: str, domain: str) -> Direction:
-    """A bundled direction by name (e.g. ``age`` for faces, ``cube`` for cars)."""
-    if name in INTERFACEGAN_EDITS.get(domain, ()):
-        return LinearDirection(_bundled(f"ffhq_{name}")["direction"][0])
-    if name in GANSPACE_EDITS.get(domain, {}):
-        pca = _bundled(PCA_FILES[domain])
-        index, start, end, strength = GANSPACE_EDITS[domain][name]
+def named(name: str, direction_set: str) -> Direction:
+    """A bundled direction by name (e.g. ``age`` of ``ffhq``, ``cube`` of ``cars``)."""
+    if name in INTERFACEGAN_EDITS.get(direction_set, ()):
+        return LinearDirection(_bundled(f"{direction_set}_{name}")["direction"][0])
+    if name in GANSPACE_EDITS.get(direction_set, {}):
+        pca = _bundled(PCA_FILES[direction_set])
+        index, start, end, strength = GANSPACE_EDITS[direction_set][name]
         return GANSpaceDirection(pca["mean"], pca["comp"], pca["std"], index, start, end, strength)
-    raise ValueError(f"unknown direction {name!r} for {domain}; available: {', '.join(available(domain))}")
+    if name in _learned_names(direction_set):
+        return LinearDirection(_bundled(f"{direction_set}/{name}")["direction"].reshape(-1))
+    choices = ", ".join(available(direction_set)) or "none bundled; pass a direction file"
+    raise ValueError(f"unknown direction {name!r} for this model; available: {choices}")
+
+
+def factor_range(name: str, direction_set: str) -> tuple[float, float] | None:
+    """The useful factor range stored with a learned direction (metadata ``factor_range``)."""
+    if name not in _learned_names(direction_set):
+        return None
+    from safetensors import safe_open
+
+    with resources.as_file(DIRECTIONS / direction_set / f"{name}.safetensors") as file:
+        with safe_open(str(file), framework="pt") as handle:
+            value = (handle.metadata() or {}).get("factor_range")
+    if value is None:
+        return None
+    low, high = json.loads(value)
+    return float(low), float(high)
 
 
 def resolve(direction: str | torch.Tensor | Direction, config: SDICConfig) -> Direction:
     """Accept a bundled name, a tensor ([D], [1, D], [n, D] or [1, n, D]) or a Direction."""
     if isinstance(direction, str):
-        return named(direction, config.domain)
+        return named(direction, config.directions)
     if isinstance(direction, torch.Tensor):
         vector = direction.detach()
         while vector.ndim > 2 and vector.shape[0] == 1:

@@ -13,7 +13,7 @@ import sys
 from ..checkpoints import CheckpointError
 from ..images import ImageReadError
 
-COMMAND_MODULES = ("inference", "convert", "evaluate")
+COMMAND_MODULES = ("inference", "convert", "evaluate", "demo")
 
 
 def build_parser() -> argparse.ArgumentParser:

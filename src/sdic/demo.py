@@ -1,0 +1,96 @@
+"""``sdic demo``: inversion grids and edit sweeps (PNG grids, animated GIFs) on sample faces."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from PIL import Image, ImageDraw
+
+from . import editing
+from .evaluation import grid_row, stack_rows
+from .model import Inversion, SDICModel
+
+DEFAULT_RANGE = (-3.0, 3.0)
+
+
+@dataclass
+class DemoOutputs:
+    folder: Path
+    files: list[Path] = field(default_factory=list)
+
+
+def sample_faces() -> list[Path]:
+    """The sample faces bundled with the package (held-out synthetic faces)."""
+    from importlib import resources
+
+    folder = resources.files("sdic") / "data" / "samples"
+    return sorted(Path(str(folder / entry.name)) for entry in folder.iterdir() if entry.name.endswith(".png"))
+
+
+def factor_range(model: SDICModel, name: str) -> tuple[float, float]:
+    """The useful factor range stored with a learned direction, else (-3, 3)."""
+    return editing.factor_range(name, model.config.directions) or DEFAULT_RANGE
+
+
+def sweep(model: SDICModel, inv: Inversion, direction: str | torch.Tensor,
+          factors: list[float]) -> list[Inversion]:
+    return [model.edit(inv, direction, factor) for factor in factors]
+
+
+def labelled(image: Image.Image, text: str) -> Image.Image:
+    out = image.copy()
+    ImageDraw.Draw(out).text((4, 2), text, fill="white", stroke_width=1, stroke_fill="black")
+    return out
+
+
+def sweep_grid(edits: list[Inversion], factors: list[float], size: int) -> Image.Image:
+    """Rows: samples; columns: factors."""
+    count = len(edits[0])
+    grid = Image.new("RGB", (size * len(factors), size * count), "white")
+    for column, (edit, factor) in enumerate(zip(edits, factors)):
+        for row, picture in enumerate(edit.to_pil("image")):
+            tile = picture.resize((size, size), Image.BILINEAR)
+            grid.paste(labelled(tile, f"{factor:+.1f}") if row == 0 else tile, (column * size, row * size))
+    return grid
+
+
+def sweep_gif(edits: list[Inversion], factors: list[float], path: Path, size: int) -> Path:
+    """Animated GIF: all samples side by side, the factor going there and back."""
+    frames = []
+    for edit, factor in zip(edits, factors):
+        pictures = [p.resize((size, size), Image.BILINEAR) for p in edit.to_pil("image")]
+        frame = Image.new("RGB", (size * len(pictures), size), "white")
+        for i, picture in enumerate(pictures):
+            frame.paste(picture, (i * size, 0))
+        frames.append(labelled(frame, f"{factor:+.1f}"))
+    frames = frames + frames[-2:0:-1]
+    frames[0].save(path, save_all=True, append_images=frames[1:], duration=120, loop=0)
+    return path
+
+
+def run_demo(model: SDICModel, images: list[Path], folder: Path,
+             directions: dict[str, str | torch.Tensor], steps: int = 7, size: int = 128) -> DemoOutputs:
+    """Invert ``images``, write the inversion grid, and a grid + GIF per direction.
+
+    ``directions`` maps output labels to bundled names or direction tensors.
+    """
+    folder.mkdir(parents=True, exist_ok=True)
+    outputs = DemoOutputs(folder)
+    with torch.no_grad():
+        inv = model.invert([str(p) for p in images])
+    rows = [grid_row(inv, i, size) for i in range(len(images))]
+    outputs.files.append(_save(stack_rows(rows), folder / "inversion.png"))
+    for name, direction in directions.items():
+        low, high = factor_range(model, direction) if isinstance(direction, str) else DEFAULT_RANGE
+        factors = torch.linspace(low, high, steps).tolist()
+        edits = sweep(model, inv, direction, factors)
+        outputs.files.append(_save(sweep_grid(edits, factors, size), folder / f"edit_{name}.png"))
+        outputs.files.append(sweep_gif(edits, factors, folder / f"edit_{name}.gif", size))
+    return outputs
+
+
+def _save(image: Image.Image, path: Path) -> Path:
+    image.save(path)
+    return path
