@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import torch
+from torch.overrides import TorchFunctionMode
 
 from .checkpoints import CheckpointError, load_into, read_checkpoint
 from .model import SDICModel
@@ -20,8 +22,14 @@ def _bundled_path(name: str) -> Path | None:
     return Path(str(resources.files("sdic") / "data" / "models" / BUNDLED_MODELS[name]))
 
 
-def load(path_or_name: str | Path, device: str | torch.device = "cpu") -> SDICModel:
-    """Load an SDIC model (eval mode) from an authors' checkpoint, our format or a bundled name."""
+def load(
+    path_or_name: str | Path, device: str | torch.device = "cpu", precision: str = "fp32",
+) -> SDICModel:
+    """Load an SDIC model (eval mode) from an authors' checkpoint, our format or a bundled name.
+
+    ``precision`` ("fp32" or "bf16") is the model's default for ``invert`` and
+    ``edit`` (bf16: autocast on ``device``); the weights stay fp32 either way.
+    """
     path = _bundled_path(str(path_or_name)) or Path(path_or_name)
     if not path.exists() and not str(path_or_name).endswith((".pt", ".pth", ".safetensors", ".ckpt")) \
             and "/" not in str(path_or_name):
@@ -37,6 +45,54 @@ def load(path_or_name: str | Path, device: str | torch.device = "cpu") -> SDICMo
         }.get(checkpoint.kind, "")
         raise CheckpointError(f"{path}: not an SDIC checkpoint but a {checkpoint.kind} file; {hint}")
     assert checkpoint.config is not None
-    model = SDICModel(checkpoint.config)
-    load_into(model, checkpoint.tensors, str(path))
+    model = _build_with(checkpoint.config, checkpoint.tensors, str(path), precision)
     return model.to(device).eval()
+
+
+class _SkipRandomInit(TorchFunctionMode):
+    """Random initialisers become ``torch.empty``: the values are overwritten by the file.
+
+    The model is then built on the CPU without touching most of its memory (the
+    uninitialised pages are never written), and moved to the meta device.
+    (Building directly on the meta device sends arithmetic such as ``randn / lr``
+    through Python meta functions whose first use imports sympy: about a second.)
+    """
+
+    FACTORIES = {torch.randn, torch.rand, torch.randn_like, torch.rand_like}
+    IN_PLACE = {torch.Tensor.normal_, torch.Tensor.uniform_}
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = dict(kwargs or {})
+        if func in self.FACTORIES:
+            kwargs.pop("generator", None)
+            if func in (torch.randn_like, torch.rand_like):
+                return torch.empty_like(*args, **kwargs)
+            return torch.empty(*args, **kwargs)
+        if func in self.IN_PLACE or getattr(func, "__module__", "") == "torch.nn.init":
+            return args[0] if args else kwargs["tensor"]
+        return func(*args, **kwargs)
+
+
+def _build_with(config, tensors: dict[str, torch.Tensor], source: str, precision: str) -> SDICModel:
+    """The model with ``tensors`` as its weights, without initialising or copying them.
+
+    The modules are built without initialising their 309M parameters and moved to
+    the meta device, checked against the file by ``load_into`` (names and shapes,
+    with its error messages), then the file's tensors become the parameters
+    (``assign=True``): one copy of the weights in memory instead of two.
+    """
+    with _SkipRandomInit():
+        model = SDICModel(config, precision=precision).to_empty(device="meta")
+    expected = model.state_dict()
+    tensors = {
+        k: (v.to(expected[k].dtype) if k in expected and v.dtype != expected[k].dtype else v)
+        for k, v in tensors.items()
+    }
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # load_into's copy into meta tensors is a no-op by design
+        load_into(model, tensors, source)
+    model.load_state_dict(tensors, assign=True)
+    leftover = [n for n, t in list(model.named_parameters()) + list(model.named_buffers()) if t.is_meta]
+    if leftover:
+        raise CheckpointError(f"{source}: no values for {leftover[:10]}")
+    return model

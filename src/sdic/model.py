@@ -13,6 +13,7 @@ and for an edit W_e = edit(W'):  out = G(W_e, tap := F - G7 + tap(G(W_e))).
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Union
@@ -27,6 +28,21 @@ from .config import SDICConfig
 from .networks import DICN, DIPN, Encoder4Editing, Generator
 
 ImageInput = Union[torch.Tensor, Image.Image, str, Path, list]
+
+PRECISIONS = ("fp32", "bf16")
+
+
+def _check_precision(precision: str) -> str:
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+    return precision
+
+
+def precision_context(precision: str, device: torch.device) -> contextlib.AbstractContextManager:
+    """``bf16``: autocast to bfloat16 on the model's device type (CPU or GPU); ``fp32``: nothing."""
+    if _check_precision(precision) == "bf16":
+        return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+    return contextlib.nullcontext()
 
 
 @dataclass
@@ -62,17 +78,27 @@ class Inversion:
             tensor = images.crop_rows(tensor, self.content_rows)
         return images.tensor_to_pil(tensor)
 
-    def detach_cpu(self) -> "Inversion":
+    def detach_cpu(self) -> Inversion:
         fields = {k: v.detach().cpu() for k, v in self.__dict__.items() if isinstance(v, torch.Tensor)}
+        return replace(self, **fields)
+
+    def _settled(self) -> Inversion:
+        """Every tensor as contiguous fp32 (after reduced-precision or channels-last compute)."""
+        fields = {k: v.float().contiguous() for k, v in self.__dict__.items() if isinstance(v, torch.Tensor)}
         return replace(self, **fields)
 
 
 class SDICModel(nn.Module):
-    """Generator, e4e encoder, DIPN and DICN, built from one :class:`SDICConfig`."""
+    """Generator, e4e encoder, DIPN and DICN, built from one :class:`SDICConfig`.
 
-    def __init__(self, config: SDICConfig) -> None:
+    ``precision`` ("fp32" or "bf16") is the default arithmetic of :meth:`invert`
+    and :meth:`edit`; bf16 runs them under autocast on the model's device.
+    """
+
+    def __init__(self, config: SDICConfig, precision: str = "fp32") -> None:
         super().__init__()
         self.config = config
+        self.precision = _check_precision(precision)
         g = config.generator
         self.generator = Generator(g, tap_resolution=config.tap_resolution)
         self.encoder = Encoder4Editing(config.encoder, g.n_latent, g.style_dim)
@@ -118,19 +144,34 @@ class SDICModel(nn.Module):
         )
 
     @torch.no_grad()
-    def invert(self, x: ImageInput, noise: list[torch.Tensor] | None = None) -> Inversion:
-        """Invert images: a [B,3,S,S] tensor in [-1,1], PIL image(s) or path(s)."""
-        return self(self.prepare(x), noise)
+    def invert(
+        self, x: ImageInput, noise: list[torch.Tensor] | None = None, precision: str | None = None,
+    ) -> Inversion:
+        """Invert images: a [B,3,S,S] tensor in [-1,1], PIL image(s) or path(s).
+
+        ``precision`` ("fp32" or "bf16", default :attr:`precision`) selects the
+        arithmetic; the returned tensors are fp32 either way.
+        """
+        canvas = self.prepare(x)
+        with precision_context(precision or self.precision, canvas.device):
+            inversion = self(canvas, noise)
+        return inversion._settled()
 
     @torch.no_grad()
     def edit(
         self, inversion: Inversion, direction: str | torch.Tensor | editing.Direction,
-        factor: float = 1.0, noise: list[torch.Tensor] | None = None,
+        factor: float = 1.0, noise: list[torch.Tensor] | None = None, precision: str | None = None,
     ) -> Inversion:
-        """Move the compensated code along ``direction`` and carry the compensation along."""
+        """Move the compensated code along ``direction`` and carry the compensation along.
+
+        Reuses the inversion (no encoder, DIPN or DICN): one synthesis to the tap
+        for the edited code, then one from the tap.
+        """
         direction = editing.resolve(direction, self.config)
         edited = direction.apply(inversion.latents.to(self.device), factor)
-        return self.synthesize_edit(inversion, edited, noise)
+        with precision_context(precision or self.precision, self.device):
+            result = self.synthesize_edit(inversion, edited, noise)
+        return result._settled()
 
     def synthesize_edit(
         self, inversion: Inversion, edited: torch.Tensor, noise: list[torch.Tensor] | None = None,

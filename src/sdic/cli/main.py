@@ -13,7 +13,7 @@ import sys
 from ..checkpoints import CheckpointError
 from ..images import ImageReadError
 
-COMMAND_MODULES = ("inference", "convert", "evaluate", "demo")
+COMMAND_MODULES = ("inference", "convert", "evaluate", "demo", "train", "directions")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -32,7 +32,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    if extra:
+        # key=value overrides may follow options (sdic train ... --resume run.steps=10)
+        if not isinstance(getattr(args, "overrides", None), list) or any(a.startswith("-") for a in extra):
+            parser.error(f"unrecognized arguments: {' '.join(extra)}")
+        args.overrides.extend(extra)
     if not getattr(args, "run", None):
         parser.print_help()
         return 2

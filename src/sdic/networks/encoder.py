@@ -25,7 +25,12 @@ class GradualStyleBlock(nn.Module):
         self.channels = channels
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.linear(self.convs(x).reshape(-1, self.channels))
+        if self.training:
+            x = self.convs(x)
+        else:
+            for layer in self.convs:
+                x = F.leaky_relu_(x, layer.negative_slope) if isinstance(layer, nn.LeakyReLU) else layer(x)
+        return self.linear(x.reshape(-1, self.channels))
 
 
 def _upsample_add(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:

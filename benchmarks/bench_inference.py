@@ -1,0 +1,264 @@
+"""Inference benchmark: SDIC inversion and editing against the authors' formulation.
+
+Runs the 1024x1024 faces model with stand-in weights (regenerated from the
+manifest in tests/data/reference, saved as an authors' checkpoint) and prints,
+for fp32 and bf16 at batch 1/4/8:
+
+* median seconds per image and images per second (``model.invert``),
+* the ratio against the reference-semantics baseline (``reference_ops.py``:
+  the authors' operations, fp32, batch 1) timed in the same process,
+  interleaved with our runs (the machine is shared, so only ratios measured
+  side by side mean something),
+* peak resident memory of a fresh subprocess that loads the checkpoint and
+  runs one inversion in that configuration,
+
+plus the cost of ``model.edit(inv, "age", 3)`` relative to an inversion, the
+load + first-inference time of a fresh process, and the bf16-vs-fp32 PSNR.
+
+    python benchmarks/bench_inference.py            # full table (~10-20 min)
+    python benchmarks/bench_inference.py --quick    # batch 1 only, < 3 min
+    python benchmarks/bench_inference.py --write docs/performance.md
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+REFERENCE = ROOT / "tests" / "data" / "reference"
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+
+def _peak_rss_mb() -> float:
+    """Peak resident set of this process image (VmHWM; ``ru_maxrss`` would include the
+    forking parent's peak, which Linux carries over exec)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+
+
+def checkpoint_path(cache: Path) -> Path:
+    """The stand-in authors' checkpoint (seed 0, as the parity data), built once."""
+    import torch
+
+    from sdic.testing import authors_checkpoint, read_manifest
+
+    path = cache / "sdic_ffhq_seed0_standin.pt"
+    if not path.exists():
+        cache.mkdir(parents=True, exist_ok=True)
+        manifest = read_manifest(REFERENCE / "sdic_ffhq_manifest.json")
+        state = authors_checkpoint(manifest, 0, {"dataset_type": "ffhq_encode", "stylegan_size": 1024})
+        tmp = path.with_suffix(".tmp")
+        torch.save(state, tmp)
+        tmp.replace(path)
+    return path
+
+
+def face_batch(batch: int):
+    """The parity input (an aligned face, 256x256 in [-1, 1]), repeated to ``batch``."""
+    import numpy as np
+    import torch
+
+    image = torch.from_numpy(np.load(REFERENCE / "ref_ffhq_seed0_astronaut_inversion.npz")["input"])
+    return image[None].repeat(batch, 1, 1, 1).contiguous()
+
+
+def machine() -> dict[str, str]:
+    info = {"cpu": platform.processor() or "?", "cores": str(os.cpu_count())}
+    try:
+        text = subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout
+        fields = dict(line.split(":", 1) for line in text.splitlines() if ":" in line)
+        fields = {k.strip(): v.strip() for k, v in fields.items()}
+        info["cpu"] = fields.get("Model name", info["cpu"])
+        info["cores"] = fields.get("CPU(s)", info["cores"])
+        flags = fields.get("Flags", "").split()
+        info["isa"] = ", ".join(f for f in ("avx2", "avx512f", "avx512_bf16", "amx_bf16") if f in flags)
+    except (OSError, subprocess.CalledProcessError, ValueError):
+        pass
+    return info
+
+
+# ----------------------------------------------------------- child process
+def child(args: argparse.Namespace) -> None:
+    """Fresh process: import, load, one inversion; report times and peak RSS as JSON."""
+    start = time.perf_counter()
+    import torch
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    import sdic
+
+    imported = time.perf_counter()
+    model = sdic.load(args.checkpoint)
+    loaded = time.perf_counter()
+    x = face_batch(args.batch)
+    model.invert(x, precision=args.precision)
+    done = time.perf_counter()
+    print(json.dumps({
+        "import": imported - start, "load": loaded - imported, "first_inference": done - loaded,
+        "peak_rss_mb": _peak_rss_mb(),
+    }))
+
+
+def run_child(checkpoint: Path, batch: int, precision: str, threads: int | None) -> dict:
+    command = [sys.executable, __file__, "--child", "--checkpoint", str(checkpoint),
+               "--batch", str(batch), "--precision", precision]
+    if threads:
+        command += ["--threads", str(threads)]
+    out = subprocess.run(command, capture_output=True, text=True, check=True,
+                         env={**os.environ, "PYTHONPATH": str(ROOT / "src")}).stdout
+    return json.loads(out.strip().splitlines()[-1])
+
+
+# ------------------------------------------------------------- main process
+def psnr(a, b) -> float:
+    import torch
+
+    a = (a.clamp(-1, 1) + 1) / 2
+    b = (b.clamp(-1, 1) + 1) / 2
+    return float(10 * torch.log10(1.0 / ((a - b) ** 2).mean()))
+
+
+def main(args: argparse.Namespace) -> None:
+    import torch
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    import sdic
+    from reference_ops import ReferenceSDIC
+
+    batches = [1] if args.quick else [1, 4, 8]
+    precisions = ["fp32", "bf16"]
+    repeats = args.repeats or (2 if args.quick else 3)
+    checkpoint = checkpoint_path(Path(args.cache))
+    load_before = os.getloadavg()
+
+    model = sdic.load(checkpoint)
+    reference = ReferenceSDIC(model)
+    inputs = {b: face_batch(b) for b in batches}
+
+    def timed(fn) -> float:
+        t = time.perf_counter()
+        fn()
+        return time.perf_counter() - t
+
+    # warm-up (first calls build oneDNN kernels and the folded-weight caches); the
+    # warm-up outputs give the bf16-vs-fp32 quality
+    fp32 = model.invert(inputs[1], precision="fp32")
+    bf16 = model.invert(inputs[1], precision="bf16")
+    if not args.quick:
+        reference.invert(inputs[1])
+
+    ref_times: list[float] = []
+    ours: dict[tuple[str, int], list[float]] = {(p, b): [] for p in precisions for b in batches}
+    edit_ratio: list[float] = []
+    for _ in range(repeats):
+        ref_times.append(timed(lambda: reference.invert(inputs[1])))
+        for p in precisions:
+            for b in batches:
+                ours[(p, b)].append(timed(lambda: model.invert(inputs[b], precision=p)) / b)
+        edit_ratio.append(timed(lambda: model.edit(fp32, "age", 3.0)) / ours[("fp32", 1)][-1])
+    ref = statistics.median(ref_times)
+
+    quality = {"image": psnr(fp32.image, bf16.image), "initial_image": psnr(fp32.initial_image, bf16.initial_image)}
+    edit32 = model.edit(fp32, "age", 3.0)
+    edit16 = model.edit(bf16, "age", 3.0, precision="bf16")
+    quality["edit"] = psnr(edit32.image, edit16.image)
+    load_after = os.getloadavg()
+    del model, reference, fp32, bf16, edit32, edit16
+
+    rss = {}
+    for p in precisions:
+        for b in batches:
+            rss[(p, b)] = run_child(checkpoint, b, p, args.threads)
+
+    rows = []
+    for p in precisions:
+        for b in batches:
+            t = statistics.median(ours[(p, b)])
+            rows.append((p, b, t, 1.0 / t, t / ref, rss[(p, b)]["peak_rss_mb"] / 1024))
+    startup = rss[("fp32", 1)]
+    report = {
+        "rows": rows, "reference_s_per_image": ref, "edit_ratio": statistics.median(edit_ratio),
+        "startup": startup, "psnr_bf16": quality, "threads": torch.get_num_threads(),
+        "loadavg": (load_before, load_after), "repeats": repeats,
+    }
+    text = format_report(report, args)
+    print(text)
+    if args.write:
+        write_docs(Path(args.write), text)
+
+
+def format_report(r: dict, args: argparse.Namespace) -> str:
+    info = machine()
+    lines = [
+        f"Machine: {info['cpu']}, {info['cores']} CPUs ({info.get('isa', '')}); "
+        f"torch {__import__('torch').__version__}, {r['threads']} threads",
+        f"Command: `python benchmarks/bench_inference.py {' '.join(sys.argv[1:])}`".replace("  ", " "),
+        f"Date: {time.strftime('%Y-%m-%d %H:%M %Z')}; load average before/after "
+        f"{r['loadavg'][0][0]:.1f}/{r['loadavg'][1][0]:.1f}; medians of {r['repeats']} interleaved runs",
+        "",
+        f"Reference-semantics baseline (authors' operations, fp32, batch 1): "
+        f"{r['reference_s_per_image']:.2f} s per image",
+        "",
+        "| precision | batch | s / image | images / s | ratio vs reference | peak RSS (GB) |",
+        "| --- | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for p, b, t, ips, ratio, gb in r["rows"]:
+        lines.append(f"| {p} | {b} | {t:.2f} | {ips:.3f} | {ratio:.3f} | {gb:.2f} |")
+    s = r["startup"]
+    q = r["psnr_bf16"]
+    lines += [
+        "",
+        f"- edit (`model.edit(inv, \"age\", 3)`) / inversion: {r['edit_ratio']:.3f} "
+        f"(invert + edit = {1 + r['edit_ratio']:.2f} x invert)",
+        f"- start-up (fresh process, fp32, batch 1): import {s['import']:.2f} s, load {s['load']:.2f} s, "
+        f"first inversion {s['first_inference']:.2f} s; load + first inversion {s['load'] + s['first_inference']:.2f} s",
+        f"- bf16 vs fp32 PSNR ([-1,1] mapped to [0,1]): image {q['image']:.1f} dB, "
+        f"initial image {q['initial_image']:.1f} dB, age+3 edit {q['edit']:.1f} dB",
+    ]
+    return "\n".join(lines)
+
+
+def write_docs(path: Path, text: str) -> None:
+    begin, end = "<!-- bench:begin -->", "<!-- bench:end -->"
+    block = f"{begin}\n{text}\n{end}"
+    if path.exists() and begin in path.read_text():
+        old = path.read_text()
+        new = old[: old.index(begin)] + block + old[old.index(end) + len(end):]
+    else:
+        new = (path.read_text() + "\n\n" if path.exists() else "# Performance\n\n") + block + "\n"
+    path.write_text(new)
+
+
+def parse() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="batch 1 only, 2 repeats (< 3 minutes)")
+    parser.add_argument("--repeats", type=int, default=0, help="timed repeats per configuration")
+    parser.add_argument("--threads", type=int, default=0, help="torch threads (default: torch's choice)")
+    parser.add_argument("--cache", default=str(Path.home() / ".cache" / "sdic-bench"),
+                        help="where the stand-in checkpoint is kept")
+    parser.add_argument("--write", default="", help="also write the table into this markdown file")
+    parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--checkpoint", default="", help=argparse.SUPPRESS)
+    parser.add_argument("--batch", type=int, default=1, help=argparse.SUPPRESS)
+    parser.add_argument("--precision", default="fp32", help=argparse.SUPPRESS)
+    return parser.parse_args()
+
+
+if __name__ == "__main__":
+    arguments = parse()
+    child(arguments) if arguments.child else main(arguments)

@@ -1,0 +1,176 @@
+"""Training checkpoints: atomic writes, full state (incl. RNG streams), resume.
+
+A checkpoint is one ``torch.save`` file holding plain containers and tensors
+only (so it loads with ``weights_only=True``): the step, the resolved
+configuration, every module, optimiser, scheduler and gradient scaler state,
+the stage's own state (EMA path length, code pools, ...), the position of the
+data stream and the random states of torch (CPU and CUDA), numpy, Python and
+the run's shared generator. Resuming from it continues bit for bit.
+
+Files are written to a temporary name in the same folder, flushed to disk and
+moved into place with ``os.replace``: a crash at any point leaves either the
+previous file or the new one, never a partial file.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+FORMAT = "sdic-training"
+VERSION = 1
+LAST = "last.pt"
+
+
+# ---------------------------------------------------------------- atomic
+def _fsync_dir(folder: Path) -> None:
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def atomic_write(path: str | Path, write: Callable[[Path], Any]) -> Path:
+    """Call ``write(tmp_path)``, fsync, then atomically rename over ``path``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    try:
+        write(tmp)
+        with open(tmp, "rb+") as handle:
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    _fsync_dir(path.parent)
+    return path
+
+
+def atomic_torch_save(obj: Any, path: str | Path) -> Path:
+    return atomic_write(path, lambda tmp: torch.save(obj, tmp))
+
+
+def atomic_link(source: Path, target: Path) -> Path:
+    """Make ``target`` a copy of ``source`` (a hard link when possible), atomically."""
+    tmp = target.with_name(f".{target.name}.tmp{os.getpid()}")
+    if tmp.exists():
+        tmp.unlink()
+    try:
+        os.link(source, tmp)
+    except OSError:
+        import shutil
+
+        shutil.copyfile(source, tmp)
+    os.replace(tmp, target)
+    return target
+
+
+# ------------------------------------------------------------------ RNG
+def capture_rng() -> dict:
+    """Global random states of Python, numpy and torch (CPU and every CUDA device)."""
+    kind, keys, pos, has_gauss, gauss = np.random.get_state()
+    version, internal, python_gauss = random.getstate()
+    state = {
+        "python": {"version": version, "state": torch.tensor(internal, dtype=torch.int64),
+                   "gauss": python_gauss},
+        "numpy": {"kind": kind, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
+                  "has_gauss": int(has_gauss), "gauss": float(gauss)},
+        "torch": torch.get_rng_state(),
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def restore_rng(state: dict) -> None:
+    py = state["python"]
+    random.setstate((py["version"], tuple(int(v) for v in py["state"].tolist()), py["gauss"]))
+    npy = state["numpy"]
+    np.random.set_state((npy["kind"], npy["keys"].numpy().astype(np.uint32), npy["pos"],
+                         npy["has_gauss"], npy["gauss"]))
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python, numpy and torch (all devices)."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+# ----------------------------------------------------------- the files
+def checkpoint_dir(run_dir: str | Path) -> Path:
+    return Path(run_dir) / "checkpoints"
+
+
+def last_checkpoint(run_dir: str | Path) -> Path | None:
+    path = checkpoint_dir(run_dir) / LAST
+    return path if path.is_file() else None
+
+
+def save_training_state(state: dict, run_dir: str | Path, keep: bool) -> Path:
+    """Write ``checkpoints/last.pt`` atomically; with ``keep`` also ``step_XXXXXXXX.pt``."""
+    folder = checkpoint_dir(run_dir)
+    path = atomic_torch_save({"format": FORMAT, "version": VERSION, **state}, folder / LAST)
+    if keep:
+        atomic_link(path, folder / f"step_{int(state['step']):08d}.pt")
+    return path
+
+
+def load_training_state(path: str | Path, stage: str | None = None) -> dict:
+    """Read a training checkpoint (tensors and plain containers only)."""
+    from ..checkpoints import CheckpointError, torch_load
+
+    state = torch_load(path)
+    if not isinstance(state, dict) or state.get("format") != FORMAT:
+        raise CheckpointError(f"{path}: not an sdic training checkpoint")
+    if stage is not None and state.get("stage") != stage:
+        raise CheckpointError(f"{path}: a {state.get('stage')!r} training checkpoint, not {stage!r}")
+    return state
+
+
+def module_states(modules: dict[str, torch.nn.Module]) -> dict[str, dict]:
+    return {name: {k: v.detach().cpu().clone() for k, v in m.state_dict().items()}
+            for name, m in modules.items()}
+
+
+def load_module_states(modules: dict[str, torch.nn.Module], states: dict[str, dict]) -> None:
+    missing = set(modules) - set(states)
+    if missing:
+        raise ValueError(f"the checkpoint has no state for {sorted(missing)}")
+    for name, module in modules.items():
+        module.load_state_dict(states[name])
+
+
+def _to_cpu(obj: Any) -> Any:
+    if isinstance(obj, torch.Tensor):
+        return obj.detach().cpu().clone()
+    if isinstance(obj, dict):
+        return {k: _to_cpu(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(_to_cpu(v) for v in obj)
+    return obj
+
+
+def optimizer_states(optimizers: dict[str, Any]) -> dict[str, dict]:
+    return {name: _to_cpu(opt.state_dict()) for name, opt in optimizers.items()}
+
+
+def load_optimizer_states(optimizers: dict[str, Any], states: dict[str, dict]) -> None:
+    for name, opt in optimizers.items():
+        opt.load_state_dict(states[name])

@@ -1,0 +1,446 @@
+"""Typed training configurations: defaults, YAML files and ``key=value`` overrides.
+
+One dataclass per stage (:class:`StyleGAN2Config`, :class:`E4EConfig`,
+:class:`SDICTrainConfig`), built from nested parts shared by all stages
+(:class:`RunConfig`, :class:`DataConfig`, :class:`OptimConfig`,
+:class:`ReconstructionLossConfig`). Values are coerced to the declared types
+(so ``run.steps=1000`` or ``optim.lr=1e-3`` on the command line work), unknown
+keys are errors with a suggestion, and :func:`to_plain` gives the dict that is
+written into every checkpoint, from which :func:`build` rebuilds the same run.
+
+The network sizes are an :class:`sdic.config.SDICConfig`, given as ``model``:
+a preset name (``tiny``, ``ffhq``, ``cars``) or a mapping with an optional
+``preset`` key and any fields to change. For e4e and SDIC training the base is
+the configuration stored in the starting checkpoint (see :func:`resolve_model`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Union
+
+from ..config import SDICConfig, preset
+
+STAGES = ("stylegan2", "e4e", "sdic")
+
+
+# ----------------------------------------------------------------- parts
+@dataclass
+class RunConfig:
+    """The loop: length, batch, devices, logging and checkpoint cadence."""
+
+    out: str = "runs/train"  # run folder: checkpoints/, exports, tb/, samples/, config.yaml
+    steps: int = 100_000  # optimisation steps in total (resume continues up to it)
+    batch_size: int = 8  # per process; the global batch is batch_size * world size
+    seed: int = 0
+    device: str = "auto"  # auto (cuda if available), cpu, cuda, cuda:N (under torchrun: cuda:LOCAL_RANK)
+    precision: str = "fp32"  # fp32 | bf16 | fp16 (fp16 only on CUDA, with a gradient scaler)
+    channels_last: bool = False  # channels-last memory format (a GPU speed option)
+    threads: int = 0  # torch CPU threads per process; 0 = torch's default
+    log_every: int = 50  # scalars (mean since the last log) to TensorBoard/metrics.jsonl
+    image_every: int = 1000  # image grids (0 = never)
+    val_every: int = 5000  # validation (0 = never; always at the end)
+    val_batches: int = 4  # validation batches (batch_size images each)
+    checkpoint_every: int = 1000  # rewrite checkpoints/last.pt and the exported models
+    keep_every: int = 10_000  # also keep checkpoints/step_XXXXXXXX.pt (0 = never)
+    tensorboard: bool = True
+    progress: bool = True  # tqdm progress bar
+
+
+@dataclass
+class DataConfig:
+    """An image folder (searched recursively), split into train and validation."""
+
+    path: str = ""
+    val_path: str = ""  # a separate validation folder; otherwise a split of ``path``
+    val_fraction: float = 0.05
+    val_max: int = 500
+    split_seed: int = 0
+    hflip: bool = True  # random horizontal flips (the authors' augmentation)
+    workers: int = 2  # DataLoader worker processes per training process
+
+
+@dataclass
+class OptimConfig:
+    """An optimiser: ``adam`` or ``ranger`` (RAdam + Lookahead + gradient centralisation)."""
+
+    name: str = "adam"
+    lr: float = 1e-3
+    betas: tuple[float, float] = (0.9, 0.999)
+    eps: float = 1e-8
+    weight_decay: float = 0.0
+    lookahead_k: int = 6  # ranger only
+    lookahead_alpha: float = 0.5  # ranger only
+    gradient_centralization: bool = True  # ranger only
+    schedule: str = "constant"  # constant | cosine (to 0 at run.steps)
+    warmup_steps: int = 0  # linear warm-up from 0
+
+
+def ranger(lr: float) -> OptimConfig:
+    """The Ranger settings of the pSp/e4e/SDIC code (betas .95/.999, eps 1e-5, k 6, alpha .5)."""
+    return OptimConfig(name="ranger", lr=lr, betas=(0.95, 0.999), eps=1e-5)
+
+
+def gan_adam(lr: float = 0.002) -> OptimConfig:
+    return OptimConfig(name="adam", lr=lr, betas=(0.0, 0.99), eps=1e-8)
+
+
+@dataclass
+class ReconstructionLossConfig:
+    """Weights of the reconstruction terms, computed at the input size (256 for the authors)."""
+
+    l2: float = 1.0
+    lpips: float = 0.8
+    lpips_net: str = "alex"
+    identity: float = 0.1
+    # auto (sface for faces, alexnet otherwise) | sface | arcface:PATH (IR-SE50 file) | alexnet
+    # (ImageNet AlexNet feature similarity, for non-face domains) | none
+    identity_net: str = "auto"
+
+
+# ---------------------------------------------------------------- stages
+@dataclass
+class StyleGAN2Config:
+    """StyleGAN2 (rosinality recipe): non-saturating loss, lazy R1, EMA, mixing, path length."""
+
+    model: dict = field(default_factory=lambda: {"preset": "tiny"})
+    run: RunConfig = field(default_factory=lambda: RunConfig(out="runs/stylegan2", batch_size=16))
+    data: DataConfig = field(default_factory=DataConfig)
+    g_optim: OptimConfig = field(default_factory=gan_adam)
+    d_optim: OptimConfig = field(default_factory=gan_adam)
+    r1: float = 10.0
+    r1_every: int = 16  # lazy R1 (0 = off)
+    path_reg: float = 2.0  # path-length weight (0 = off)
+    path_every: int = 4
+    path_batch_shrink: int = 2
+    path_decay: float = 0.01
+    mixing: float = 0.9  # style-mixing probability
+    ema_kimg: float = 10.0  # EMA half-life in thousands of images
+    stddev_group: int = 4  # minibatch-stddev group (must divide the per-process batch)
+    d_channel_multiplier: int = 0  # 0: the generator's
+    latent_avg_samples: int = 4096
+    fid_every: int = 0  # FID of g_ema vs the validation images (0 = never)
+    fid_samples: int = 1000
+    samples: int = 16  # images in the fixed-z sample grid
+
+
+@dataclass
+class E4EConfig:
+    """e4e: W+ encoder with progressive deltas, delta regularisation and a latent discriminator."""
+
+    model: dict = field(default_factory=dict)
+    generator: str = ""  # StyleGAN2 checkpoint (ours or rosinality layout), frozen
+    encoder_init: str = ""  # optional IR-SE50 file (ArcFace) for the encoder body, as e4e does
+    run: RunConfig = field(default_factory=lambda: RunConfig(out="runs/e4e", batch_size=8))
+    data: DataConfig = field(default_factory=DataConfig)
+    optim: OptimConfig = field(default_factory=lambda: ranger(1e-4))
+    losses: ReconstructionLossConfig = field(default_factory=lambda: ReconstructionLossConfig(identity=0.5))
+    delta_reg: float = 2e-4  # weight of sum_i ||w_i - w_0||_2
+    progressive_start: int = 20_000  # step at which delta 1 is switched on (-1: all from the start)
+    progressive_every: int = 2_000  # then one more delta every N steps
+    latent_disc: float = 0.1  # adversarial weight (0 = no latent discriminator)
+    latent_disc_lr: float = 2e-5
+    latent_disc_layers: int = 4
+    r1: float = 10.0
+    r1_every: int = 16
+    w_pool: int = 50  # history pool of real/fake codes for the latent discriminator (0 = off)
+    latent_avg_samples: int = 10_000
+    noise: str = "random"  # random | fixed generator noise during training
+    sync_batchnorm: bool = True  # under DDP, BN statistics over the global batch
+
+
+@dataclass
+class SDICTrainConfig:
+    """SDIC: DIPN and DICN trained on a frozen e4e encoder and generator."""
+
+    model: dict = field(default_factory=dict)
+    e4e: str = ""  # e4e (or SDIC) checkpoint: frozen encoder, generator and latent_avg
+    generator: str = ""  # optional StyleGAN2 checkpoint replacing the e4e file's generator
+    init: str = ""  # optional SDIC checkpoint to start DIPN/DICN from (fine-tuning)
+    run: RunConfig = field(default_factory=lambda: RunConfig(out="runs/sdic", batch_size=2))
+    data: DataConfig = field(default_factory=DataConfig)
+    optim: OptimConfig = field(default_factory=lambda: ranger(1e-3))
+    losses: ReconstructionLossConfig = field(default_factory=ReconstructionLossConfig)
+    compensation: float = 0.5  # weight of the compensation regulariser
+    compensation_feature: float = 0.8  # its mse(F, G7) share
+    compensation_latent: float = 0.2  # its mse(W', W) share
+    discrepancy: float = 0.0  # direct loss on D vs photo - clamp(e4e reconstruction)
+    sync_batchnorm: bool = True  # under DDP, BN statistics over the global batch
+    noise: str = "random"  # random | fixed generator noise during training
+    val_metrics: tuple[str, ...] = ("mse", "lpips_alex")  # names from `sdic evaluate`
+
+
+CONFIG_CLASSES: dict[str, type] = {"stylegan2": StyleGAN2Config, "e4e": E4EConfig, "sdic": SDICTrainConfig}
+TrainConfig = Union[StyleGAN2Config, E4EConfig, SDICTrainConfig]
+
+
+# ------------------------------------------------------------- building
+class ConfigError(ValueError):
+    """A configuration value or key is invalid."""
+
+
+def _type_name(tp: Any) -> str:
+    return getattr(tp, "__name__", str(tp))
+
+
+def _coerce(value: Any, tp: Any, where: str) -> Any:
+    """Convert ``value`` (from YAML or the command line) to the declared type ``tp``."""
+    origin = typing.get_origin(tp)
+    if origin in (Union, types.UnionType):
+        options = typing.get_args(tp)
+        if value is None and type(None) in options:
+            return None
+        errors = []
+        for option in options:
+            if option is type(None):
+                continue
+            try:
+                return _coerce(value, option, where)
+            except ConfigError as error:
+                errors.append(str(error))
+        raise ConfigError(errors[0] if errors else f"{where}: invalid value {value!r}")
+    if dataclasses.is_dataclass(tp):
+        if isinstance(value, tp):
+            return value
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where}: expected a mapping, got {value!r}")
+        return build_dataclass(tp, value, where)
+    if origin is tuple:
+        args = typing.get_args(tp)
+        if isinstance(value, str):
+            value = [v.strip() for v in value.split(",") if v.strip()]
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{where}: expected a list, got {value!r}")
+        if len(args) == 2 and args[1] is Ellipsis:
+            return tuple(_coerce(v, args[0], where) for v in value)
+        if len(args) != len(value):
+            raise ConfigError(f"{where}: expected {len(args)} values, got {len(value)}")
+        return tuple(_coerce(v, a, where) for v, a in zip(value, args))
+    if origin is dict or tp is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where}: expected a mapping, got {value!r}")
+        return dict(value)
+    if tp is Any:
+        return value
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("true", "yes", "on", "1", "false", "no", "off", "0"):
+            return value.lower() in ("true", "yes", "on", "1")
+        raise ConfigError(f"{where}: expected true/false, got {value!r}")
+    if tp in (int, float):
+        if isinstance(value, bool):
+            raise ConfigError(f"{where}: expected a number, got {value!r}")
+        try:
+            number = float(value) if tp is float else int(value)
+        except (TypeError, ValueError):
+            try:  # "1e4" for an int
+                as_float = float(value)
+            except (TypeError, ValueError):
+                raise ConfigError(f"{where}: expected {_type_name(tp)}, got {value!r}") from None
+            if tp is int and as_float.is_integer():
+                return int(as_float)
+            raise ConfigError(f"{where}: expected {_type_name(tp)}, got {value!r}") from None
+        if tp is int and isinstance(value, float) and not value.is_integer():
+            raise ConfigError(f"{where}: expected an integer, got {value!r}")
+        return number
+    if tp is str:
+        if value is None:
+            return ""
+        if isinstance(value, (dict, list)):
+            raise ConfigError(f"{where}: expected a string, got {value!r}")
+        return str(value)
+    return value
+
+
+def build_dataclass(cls: type, data: dict, where: str = "", base: Any = None) -> Any:
+    """``cls`` from a (partial) mapping over ``base`` (default: ``cls()``, i.e. its defaults).
+
+    Nested dataclass fields are merged the same way onto the base's value, so a
+    partial ``run:`` section keeps the stage's own defaults for the other keys.
+    """
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls) if f.init]
+    try:
+        base = base if base is not None else cls()
+    except (TypeError, ValueError) as error:
+        raise ConfigError(f"{where or cls.__name__}: {error}") from None
+    kwargs = {}
+    for key, value in data.items():
+        path = f"{where}.{key}" if where else str(key)
+        if key not in names:
+            close = difflib.get_close_matches(str(key), names, n=1)
+            hint = f" (did you mean {'.'.join(filter(None, [where, close[0]]))!r}?)" if close else ""
+            raise ConfigError(f"unknown configuration key {path!r}{hint}")
+        current = getattr(base, key)
+        if dataclasses.is_dataclass(hints[key]) and isinstance(value, dict):
+            kwargs[key] = build_dataclass(hints[key], value, path, base=current)
+        else:
+            kwargs[key] = _coerce(value, hints[key], path)
+    try:
+        return dataclasses.replace(base, **kwargs)
+    except (TypeError, ValueError) as error:
+        raise ConfigError(f"{where or cls.__name__}: {error}") from None
+
+
+def to_plain(obj: Any) -> Any:
+    """Dataclasses, tuples and paths to plain dicts/lists/scalars (YAML- and checkpoint-safe)."""
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        return {f.name: to_plain(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+    if isinstance(obj, dict):
+        return {str(k): to_plain(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [to_plain(v) for v in obj]
+    if isinstance(obj, Path):
+        return str(obj)
+    return obj
+
+
+# ------------------------------------------------------- files, overrides
+def parse_value(text: str) -> Any:
+    """A command-line value: YAML scalars/lists (``true``, ``[1, 2]``, ``null``), else the string."""
+    import yaml
+
+    try:
+        return yaml.safe_load(text) if text != "" else ""
+    except yaml.YAMLError:
+        return text
+
+
+def apply_override(data: dict, assignment: str) -> None:
+    """Apply ``a.b.c=value`` to a nested mapping in place (creating levels as needed)."""
+    key, sep, text = assignment.partition("=")
+    if not sep or not key.strip():
+        raise ConfigError(f"override {assignment!r} is not of the form key=value")
+    parts = key.strip().split(".")
+    node = data
+    for i, part in enumerate(parts[:-1]):
+        child = node.get(part)
+        if isinstance(child, str) and parts[0] == "model" and i == 0:  # model: tiny -> {preset: tiny}
+            child = {"preset": child}
+        if child is None:
+            child = {}
+        if not isinstance(child, dict):
+            raise ConfigError(f"override {assignment!r}: {'.'.join(parts[: i + 1])} is not a mapping")
+        node[part] = child
+        node = child
+    node[parts[-1]] = parse_value(text)
+
+
+def read_yaml(path: str | Path) -> dict:
+    import yaml
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such configuration file")
+    with open(path, encoding="utf-8") as handle:
+        data = yaml.safe_load(handle) or {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping")
+    return data
+
+
+def raw_config(stage: str, path: str | Path | None, overrides: list[str] = ()) -> dict:
+    """The YAML file (if any) with the overrides applied, still untyped."""
+    data = read_yaml(path) if path else {}
+    declared = data.pop("stage", stage)
+    if declared != stage:
+        raise ConfigError(f"{path} is a {declared!r} configuration, not {stage!r}")
+    for assignment in overrides:
+        apply_override(data, assignment)
+    return data
+
+
+def build(stage: str, data: dict) -> TrainConfig:
+    """A typed stage configuration from a plain mapping (defaults for what is missing)."""
+    if stage not in CONFIG_CLASSES:
+        raise ConfigError(f"unknown training stage {stage!r}; choose one of {', '.join(STAGES)}")
+    data = dict(data)
+    data.pop("stage", None)
+    if isinstance(data.get("model"), str):
+        data["model"] = {"preset": data["model"]}
+    config = build_dataclass(CONFIG_CLASSES[stage], data)
+    validate(config)
+    return config
+
+
+def load(stage: str, path: str | Path | None = None, overrides: list[str] = ()) -> TrainConfig:
+    """Read a stage configuration: defaults <- YAML file <- ``key=value`` overrides."""
+    return build(stage, raw_config(stage, path, overrides))
+
+
+def validate(config: TrainConfig) -> None:
+    """Cross-field checks that would otherwise fail deep inside training."""
+    run = config.run
+    if run.steps < 0 or run.batch_size < 1:
+        raise ConfigError("run.steps must be >= 0 and run.batch_size >= 1")
+    if run.precision not in ("fp32", "bf16", "fp16"):
+        raise ConfigError(f"run.precision must be fp32, bf16 or fp16, got {run.precision!r}")
+    for name in ("log_every", "checkpoint_every"):
+        if getattr(run, name) < 1:
+            raise ConfigError(f"run.{name} must be at least 1")
+    for optim in _optims(config):
+        if optim.name not in ("adam", "ranger"):
+            raise ConfigError(f"optimiser must be adam or ranger, got {optim.name!r}")
+        if optim.schedule not in ("constant", "cosine"):
+            raise ConfigError(f"schedule must be constant or cosine, got {optim.schedule!r}")
+    if isinstance(config, StyleGAN2Config):
+        if run.batch_size % min(run.batch_size, config.stddev_group):
+            raise ConfigError("stddev_group must divide run.batch_size")
+        if config.path_reg > 0 and run.batch_size // config.path_batch_shrink < 1:
+            raise ConfigError("run.batch_size // path_batch_shrink must be at least 1")
+    if isinstance(config, (E4EConfig, SDICTrainConfig)):
+        if config.noise not in ("random", "fixed"):
+            raise ConfigError(f"noise must be random or fixed, got {config.noise!r}")
+    if isinstance(config, E4EConfig) and not config.generator:
+        raise ConfigError("e4e training needs `generator:` (a StyleGAN2 checkpoint)")
+    if isinstance(config, SDICTrainConfig) and not config.e4e:
+        raise ConfigError("SDIC training needs `e4e:` (an e4e or SDIC checkpoint)")
+
+
+def _optims(config: TrainConfig) -> list[OptimConfig]:
+    return [getattr(config, f.name) for f in dataclasses.fields(config)
+            if isinstance(getattr(config, f.name), OptimConfig)]
+
+
+# ------------------------------------------------------------------ model
+def _deep_merge(base: dict, changes: dict) -> dict:
+    out = dict(base)
+    for key, value in changes.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _deep_merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def resolve_model(spec: dict, base: SDICConfig | None = None) -> SDICConfig:
+    """The model configuration: ``spec`` (changes, optionally on a ``preset``) over ``base``.
+
+    Without ``preset`` and ``base`` the defaults of :class:`SDICConfig` (the faces model)
+    are the base.
+    """
+    spec = dict(spec or {})
+    name = spec.pop("preset", None)
+    if name:
+        start = preset(str(name))
+    else:
+        start = base if base is not None else SDICConfig()
+    merged = _deep_merge(to_plain(start), spec)
+    return build_dataclass(SDICConfig, merged, "model")
+
+
+def model_spec(config: SDICConfig) -> dict:
+    """A full, preset-free ``model`` mapping (what runs store, so they never depend on presets)."""
+    return to_plain(config)
+
+
+def dump_yaml(config: TrainConfig, stage: str) -> str:
+    import yaml
+
+    return yaml.safe_dump({"stage": stage, **to_plain(config)}, sort_keys=False)

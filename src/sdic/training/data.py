@@ -1,0 +1,202 @@
+"""Image-folder datasets, the deterministic train/validation split, and a resumable batch stream.
+
+Images are found recursively (sorted by relative path), resized to the
+training resolution with PIL bilinear filtering (the authors' ``Resize``) and
+normalised to [-1, 1]; car-like domains are letterboxed into the square frame
+(see :mod:`sdic.images`). Horizontal flips are decided per (epoch, image) by
+the sampler, not by the worker processes, so the data order and augmentation
+depend only on the seed and the epoch: a resumed run sees the same batches, and
+N processes x batch B see the same images as one process x batch N*B.
+
+An image that cannot be read is skipped with a warning (the next readable
+image takes its place), so one corrupt file does not stop a long run.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import torch
+from PIL import Image
+from torch.utils.data import DataLoader, Dataset, DistributedSampler
+
+from ..config import SDICConfig
+from ..images import IMAGE_SUFFIXES, ImageReadError, content_rows_at, load_image, pil_to_tensor
+from .config import DataConfig
+from .distributed import DistContext
+
+
+class UnreadableImageWarning(UserWarning):
+    """A dataset image could not be decoded and was skipped."""
+
+
+def list_image_files(root: str | Path) -> list[Path]:
+    """Image files under ``root`` (recursive), sorted by their path relative to it."""
+    root = Path(root)
+    if not root.is_dir():
+        raise FileNotFoundError(f"{root}: no such image folder")
+    files = [p for p in root.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()]
+    return sorted(files, key=lambda p: p.relative_to(root).as_posix())
+
+
+def split_files(files: list[Path], fraction: float, maximum: int, seed: int) -> tuple[list[Path], list[Path]]:
+    """Deterministic split: a seeded permutation of the sorted list; validation gets the first part."""
+    count = min(maximum, int(round(len(files) * fraction))) if fraction > 0 else 0
+    if fraction > 0 and count == 0 and len(files) > 1:
+        count = 1
+    order = torch.randperm(len(files), generator=torch.Generator().manual_seed(seed)).tolist()
+    val = sorted(order[:count])
+    train = sorted(order[count:])
+    return [files[i] for i in train], [files[i] for i in val]
+
+
+def frame_transform(size: int, model: SDICConfig | None = None) -> Callable[[Image.Image], torch.Tensor]:
+    """Resize to ``size`` x ``size`` (or letterbox to the model's content rows) -> [3, S, S] in [-1, 1]."""
+    top, bottom = content_rows_at(model, size) if model is not None else (0, size)
+
+    def transform(image: Image.Image) -> torch.Tensor:
+        resized = pil_to_tensor(image.resize((size, bottom - top), Image.BILINEAR))
+        if (top, bottom) == (0, size):
+            return resized
+        canvas = resized.new_zeros(3, size, size)
+        canvas[:, top:bottom] = resized
+        return canvas
+
+    return transform
+
+
+class ImageFolder(Dataset):
+    """Images of a file list; items are ``(index, flip)`` pairs (or plain indices)."""
+
+    def __init__(self, files: list[Path], transform: Callable[[Image.Image], torch.Tensor]) -> None:
+        if not files:
+            raise ValueError("the image list is empty")
+        self.files = list(files)
+        self.transform = transform
+        self._unreadable: set[int] = set()
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def __getitem__(self, item: int | tuple[int, bool]) -> torch.Tensor:
+        index, flip = item if isinstance(item, tuple) else (item, False)
+        for offset in range(len(self.files)):
+            i = (index + offset) % len(self.files)
+            if i in self._unreadable:
+                continue
+            try:
+                image = load_image(self.files[i])
+            except ImageReadError as error:
+                self._unreadable.add(i)
+                warnings.warn(f"skipping unreadable training image: {error}", UnreadableImageWarning, stacklevel=2)
+                continue
+            tensor = self.transform(image)
+            return tensor.flip(-1) if flip else tensor
+        raise RuntimeError("no readable image in the dataset")
+
+
+class FlipSampler(DistributedSampler):
+    """``DistributedSampler`` that also draws each image's flip and can start mid-epoch.
+
+    Process ``rank`` gets positions rank, rank+W, ... of the epoch's permutation
+    (torch's rule); flips are a function of (seed, epoch, image index) only.
+    """
+
+    def __init__(self, dataset: Dataset, ctx: DistContext, seed: int, shuffle: bool = True,
+                 hflip: bool = False) -> None:
+        super().__init__(dataset, num_replicas=ctx.world_size, rank=ctx.rank, shuffle=shuffle,
+                         seed=seed, drop_last=True)
+        self.hflip = hflip
+        self.start = 0  # samples of this process to skip at the beginning of the epoch
+
+    def flips(self) -> torch.Tensor:
+        g = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch + 7919)
+        return torch.rand(len(self.dataset), generator=g) < 0.5
+
+    def __iter__(self) -> Iterator[tuple[int, bool]]:
+        indices = list(super().__iter__())[self.start:]
+        flips = self.flips() if self.hflip else None
+        for i in indices:
+            yield (i, bool(flips[i])) if flips is not None else (i, False)
+
+    def __len__(self) -> int:
+        return self.num_samples - self.start
+
+
+class BatchStream:
+    """Endless batches, epoch after epoch; its state is (epoch, batches taken in the epoch)."""
+
+    def __init__(self, dataset: Dataset, ctx: DistContext, batch_size: int, seed: int,
+                 hflip: bool, workers: int) -> None:
+        self.dataset = dataset
+        self.ctx = ctx
+        self.batch_size = batch_size
+        self.workers = workers
+        self.sampler = FlipSampler(dataset, ctx, seed, shuffle=True, hflip=hflip)
+        self.batches_per_epoch = self.sampler.num_samples // batch_size
+        if self.batches_per_epoch == 0:
+            raise ValueError(
+                f"the training set has {len(dataset)} images, fewer than one global batch "
+                f"({batch_size} x {ctx.world_size} processes); add images or lower run.batch_size")
+        self.epoch = 0
+        self.position = 0
+        self._iterator: Iterator | None = None
+
+    def state_dict(self) -> dict:
+        return {"epoch": self.epoch, "position": self.position}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.epoch = int(state["epoch"])
+        self.position = int(state["position"])
+        self._iterator = None
+
+    def _start_epoch(self) -> None:
+        self.sampler.set_epoch(self.epoch)
+        self.sampler.start = self.position * self.batch_size
+        loader = DataLoader(
+            self.dataset, batch_size=self.batch_size, sampler=self.sampler, drop_last=True,
+            num_workers=self.workers, pin_memory=self.ctx.device.type == "cuda",
+            generator=torch.Generator().manual_seed(0),  # keeps the global RNG untouched
+        )
+        self._iterator = iter(loader)
+
+    def next(self) -> torch.Tensor:
+        if self.position >= self.batches_per_epoch:
+            self.epoch += 1
+            self.position = 0
+            self._iterator = None
+        if self._iterator is None:
+            self._start_epoch()
+        batch = next(self._iterator)
+        self.position += 1
+        if self.position >= self.batches_per_epoch:
+            self._iterator = None  # let the workers of a finished epoch go
+        return batch
+
+
+def build_datasets(config: DataConfig, transform: Callable[[Image.Image], torch.Tensor]) -> tuple[ImageFolder, ImageFolder | None]:
+    """Training and validation sets from ``data.path`` (and ``data.val_path``)."""
+    if not config.path:
+        raise ValueError("data.path is not set: give the folder of training images (data.path=...)")
+    files = list_image_files(config.path)
+    if not files:
+        raise ValueError(f"{config.path}: no images ({', '.join(sorted(IMAGE_SUFFIXES))}) found")
+    if config.val_path:
+        train_files, val_files = files, list_image_files(config.val_path)
+    else:
+        train_files, val_files = split_files(files, config.val_fraction, config.val_max, config.split_seed)
+    if not train_files:
+        raise ValueError(f"{config.path}: every image went to validation; lower data.val_fraction")
+    val = ImageFolder(val_files, transform) if val_files else None
+    return ImageFolder(train_files, transform), val
+
+
+def validation_batches(dataset: ImageFolder | None, batch_size: int, count: int) -> Iterator[torch.Tensor]:
+    """The first ``count`` batches of the validation set, in order, unflipped."""
+    if dataset is None or count <= 0:
+        return
+    n = min(len(dataset), batch_size * count)
+    for start in range(0, n, batch_size):
+        yield torch.stack([dataset[i] for i in range(start, min(n, start + batch_size))])

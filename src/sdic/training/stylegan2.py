@@ -1,0 +1,254 @@
+"""StyleGAN2 training (the recipe of Karras et al. 2020 as in rosinality's ``train.py``).
+
+Per step (index ``i``):
+
+1. discriminator: logistic loss on real images and on fakes ``G(z)``;
+2. if ``i % r1_every == 0``: R1 on real images, ``r1/2 * penalty * r1_every``;
+3. generator: non-saturating loss on fresh fakes (style mixing with probability
+   ``mixing``: two mapped codes, switched at a random layer);
+4. if ``path_reg > 0`` and ``i % path_every == 0``: path-length regulariser on a
+   batch shrunk by ``path_batch_shrink``, ``path_reg * path_every * penalty``;
+5. ``g_ema <- beta * g_ema + (1 - beta) * g``, ``beta = 0.5 ** (global_batch / (ema_kimg * 1000))``.
+
+Lazily regularised networks get StyleGAN2's adjusted Adam settings (lr and
+betas to the power ``r/(r+1)``). Generator noise is random during training.
+
+Exports (main process): ``stylegan2.pt`` in rosinality's layout (``g_ema``,
+``g``, ``d``, ``latent_avg``, plus ``sdic_config``) and ``stylegan2.safetensors``
+(our format, kind ``stylegan2``: ``generator.*`` = g_ema and ``latent_avg``).
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Iterable
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from ..checkpoints import save_model
+from ..config import SDICConfig
+from ..networks import Generator
+from . import losses
+from .checkpointing import atomic_torch_save
+from .config import StyleGAN2Config, model_spec, resolve_model
+from .data import ImageFolder
+from .discriminator import Discriminator
+from .distributed import mean_over_processes
+from .loop import StageEnv
+from .monitor import make_grid
+from .optim import build_optimizer, build_scheduler
+
+
+class GeneratorExport(nn.Module):
+    """The tensors of a ``stylegan2`` file in our format: ``generator.*`` and ``latent_avg``."""
+
+    def __init__(self, generator: Generator, latent_avg: torch.Tensor) -> None:
+        super().__init__()
+        self.generator = generator
+        self.register_buffer("latent_avg", latent_avg)
+
+
+def ema_beta(global_batch: int, half_life_kimg: float) -> float:
+    if half_life_kimg <= 0:
+        return 0.0
+    return 0.5 ** (global_batch / (half_life_kimg * 1000.0))
+
+
+@torch.no_grad()
+def accumulate(target: nn.Module, source: nn.Module, beta: float) -> None:
+    """target = beta * target + (1 - beta) * source (parameters only; buffers are fixed)."""
+    for t, s in zip(target.parameters(), source.parameters()):
+        t.lerp_(s, 1.0 - beta)
+
+
+def broadcast_latents(w: torch.Tensor, n_latent: int) -> torch.Tensor:
+    return w[:, None, :].expand(-1, n_latent, -1)
+
+
+class StyleGAN2Stage:
+    name = "stylegan2"
+
+    def __init__(self, config: StyleGAN2Config, env: StageEnv) -> None:
+        self.env = env
+        self.model: SDICConfig = resolve_model(config.model)
+        self.config = _with_model(config, self.model)
+        self.frame = self.model
+        gcfg = self.model.generator
+        self.resolution = gcfg.size
+        self.generator = env.prepare(Generator(gcfg, tap_resolution=self.model.tap_resolution))
+        self.discriminator = env.prepare(Discriminator(gcfg, config.stddev_group, config.d_channel_multiplier))
+        self.g_ema = copy.deepcopy(self.generator).eval().requires_grad_(False)
+        self.generator.train()
+        self.discriminator.train()
+        g_ratio = config.path_every / (config.path_every + 1) if config.path_reg > 0 else 1.0
+        d_ratio = config.r1_every / (config.r1_every + 1) if config.r1 > 0 and config.r1_every else 1.0
+        self.g_optim = build_optimizer(config.g_optim, self.generator.parameters(), g_ratio)
+        self.d_optim = build_optimizer(config.d_optim, self.discriminator.parameters(), d_ratio)
+        steps = config.run.steps
+        self._schedulers = {"g": build_scheduler(config.g_optim, self.g_optim, steps),
+                            "d": build_scheduler(config.d_optim, self.d_optim, steps)}
+        self.mean_path_length = torch.zeros((), device=env.ctx.device)
+        self.global_batch = config.run.batch_size * env.ctx.world_size
+        self.beta = ema_beta(self.global_batch, config.ema_kimg)
+        z_gen = torch.Generator().manual_seed(config.run.seed + 12345)
+        self.sample_z = torch.randn(config.samples, gcfg.style_dim, generator=z_gen).to(env.ctx.device)
+
+    # ------------------------------------------------------------ protocol
+    def modules(self) -> dict[str, nn.Module]:
+        return {"g": self.generator, "d": self.discriminator, "g_ema": self.g_ema}
+
+    def optimizers(self) -> dict[str, torch.optim.Optimizer]:
+        return {"g": self.g_optim, "d": self.d_optim}
+
+    def schedulers(self) -> dict:
+        return self._schedulers
+
+    def state_dict(self) -> dict:
+        return {"mean_path_length": self.mean_path_length}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.mean_path_length = state["mean_path_length"].to(self.env.ctx.device)
+
+    # ------------------------------------------------------------- sampling
+    def latents(self, global_batch: int) -> torch.Tensor:
+        """W+ codes for this process's share of ``global_batch`` samples (style mixing included)."""
+        rnd, ctx = self.env.random, self.env.ctx
+        n_latent, dim = self.model.n_latent, self.model.generator.style_dim
+        if self.config.mixing > 0 and rnd.uniform() < self.config.mixing:
+            z = ctx.shard(rnd.normal(global_batch, 2, dim))
+            cut = rnd.integer(1, n_latent)
+            w1 = self.generator.mapping(z[:, 0])
+            w2 = self.generator.mapping(z[:, 1])
+            return torch.cat([broadcast_latents(w1, cut), broadcast_latents(w2, n_latent - cut)], dim=1)
+        z = ctx.shard(rnd.normal(global_batch, dim))
+        return broadcast_latents(self.generator.mapping(z), n_latent)
+
+    def noise(self, global_batch: int) -> list[torch.Tensor]:
+        rnd, ctx = self.env.random, self.env.ctx
+        return [ctx.shard(rnd.normal(global_batch, 1, n.shape[-2], n.shape[-1]))
+                for n in self.generator.fixed_noise()]
+
+    def fake(self, global_batch: int, return_latents: bool = False):
+        w = self.latents(global_batch)
+        image, _ = self.generator(w, self.noise(global_batch))
+        if self.env.channels_last:
+            image = image.contiguous(memory_format=torch.channels_last)
+        return (image, w) if return_latents else image
+
+    # ---------------------------------------------------------------- step
+    def train_step(self, real: torch.Tensor, step: int) -> dict[str, torch.Tensor]:
+        cfg = self.config
+        terms: dict[str, torch.Tensor] = {}
+        terms.update(self._discriminator_step(real))
+        if cfg.r1 > 0 and cfg.r1_every and step % cfg.r1_every == 0:
+            terms.update(self._r1_step(real))
+        terms.update(self._generator_step())
+        if cfg.path_reg > 0 and cfg.path_every and step % cfg.path_every == 0:
+            terms.update(self._path_step())
+        accumulate(self.g_ema, self.generator, self.beta)
+        return terms
+
+    def _discriminator_step(self, real: torch.Tensor) -> dict[str, torch.Tensor]:
+        with torch.no_grad(), self.env.precision.autocast():
+            fake = self.fake(self.global_batch)
+        with self.env.precision.autocast():
+            fake_pred = self.discriminator(fake)
+            real_pred = self.discriminator(real)
+            loss = losses.d_logistic_loss(losses.full(real_pred), losses.full(fake_pred))
+        self.env.optimize(loss, self.d_optim)
+        return {"d_loss": loss.detach(), "real_score": real_pred.detach().float().mean(),
+                "fake_score": fake_pred.detach().float().mean()}
+
+    def _r1_step(self, real: torch.Tensor) -> dict[str, torch.Tensor]:
+        real = real.detach().requires_grad_(True)
+        real_pred = self.discriminator(real)  # fp32: a gradient penalty under autocast loses precision
+        penalty = losses.r1_penalty(real_pred, real)
+        loss = self.config.r1 / 2 * penalty * self.config.r1_every
+        self.env.optimize(loss, self.d_optim)
+        return {"r1": penalty.detach()}
+
+    def _generator_step(self) -> dict[str, torch.Tensor]:
+        self.discriminator.requires_grad_(False)
+        try:
+            with self.env.precision.autocast():
+                fake_pred = self.discriminator(self.fake(self.global_batch))
+                loss = losses.g_nonsaturating_loss(losses.full(fake_pred))
+            self.env.optimize(loss, self.g_optim)
+        finally:
+            self.discriminator.requires_grad_(True)
+        return {"g_loss": loss.detach()}
+
+    def _path_step(self) -> dict[str, torch.Tensor]:
+        cfg, env = self.config, self.env
+        global_batch = max(1, self.global_batch // cfg.path_batch_shrink)
+        image, w = self.fake(global_batch, return_latents=True)
+        noise = env.ctx.shard(env.random.normal(global_batch, *image.shape[1:]))
+        lengths = losses.path_lengths(image, w, noise)
+        # The running target uses the (detached) mean over all processes, so it is the same
+        # on every process; the official code also lets a 1% share of the gradient flow
+        # through the batch mean, which is left out here.
+        batch_mean = mean_over_processes(lengths.detach().mean(), env.ctx)
+        target = self.mean_path_length + cfg.path_decay * (batch_mean - self.mean_path_length)
+        penalty = (lengths - target).pow(2).mean()
+        self.env.optimize(cfg.path_reg * cfg.path_every * penalty, self.g_optim)
+        self.mean_path_length = target.detach()
+        return {"path_penalty": penalty.detach(), "path_length": batch_mean}
+
+    # ----------------------------------------------------------- reporting
+    @torch.no_grad()
+    def samples(self, z: torch.Tensor) -> torch.Tensor:
+        w = broadcast_latents(self.g_ema.mapping(z), self.model.n_latent)
+        image, _ = self.g_ema(w)
+        return image
+
+    def image_grids(self, batch: torch.Tensor) -> dict[str, torch.Tensor]:
+        return {"samples": make_grid(self.samples(self.sample_z)), "reals": make_grid(batch)}
+
+    @torch.no_grad()
+    def validate(self, batches: Iterable[torch.Tensor], val_set: ImageFolder | None) -> dict[str, float]:
+        """Discriminator scores of validation images and g_ema samples; FID when configured."""
+        real_scores = [self.discriminator(b).mean() for b in batches]
+        values = {}
+        if real_scores:
+            values["d_real"] = float(torch.stack(real_scores).mean())
+            values["d_fake_ema"] = float(self.discriminator(self.samples(self.sample_z)).mean())
+        if self.config.fid_every and val_set is not None:
+            values["fid"] = self.fid(val_set)
+        return values
+
+    def fid(self, val_set: ImageFolder) -> float:
+        """FID (TF-Inception) between ``fid_samples`` g_ema images and the validation images."""
+        from ..metrics.fid import fid_from_tensors
+
+        g = torch.Generator().manual_seed(4321)
+        fakes = []
+        for start in range(0, self.config.fid_samples, 32):
+            n = min(32, self.config.fid_samples - start)
+            z = torch.randn(n, self.model.generator.style_dim, generator=g).to(self.env.ctx.device)
+            fakes.append(self.samples(z).clamp(-1, 1).cpu())
+        reals = torch.stack([val_set[i] for i in range(len(val_set))])
+        return fid_from_tensors(torch.cat(fakes), reals, input_range=(-1.0, 1.0), device=self.env.ctx.device)
+
+    def export(self, folder: Path) -> list[Path]:
+        folder = Path(folder)
+        latent_avg = self.g_ema.mean_latent(self.config.latent_avg_samples)[0].cpu()
+        cpu = lambda m: {k: v.detach().cpu().clone() for k, v in m.state_dict().items()}  # noqa: E731
+        rosinality = {"g_ema": cpu(self.g_ema), "g": cpu(self.generator), "d": cpu(self.discriminator),
+                      "latent_avg": latent_avg, "sdic_config": self.model.to_json()}
+        pt = atomic_torch_save(rosinality, folder / "stylegan2.pt")
+        n_latent = self.model.n_latent
+        export = GeneratorExport(copy.deepcopy(self.g_ema).cpu(), latent_avg.expand(n_latent, -1).clone())
+        native = save_model(export, folder / "stylegan2.safetensors", self.model, kind="stylegan2")
+        return [pt, native]
+
+
+def _with_model(config: StyleGAN2Config, model: SDICConfig) -> StyleGAN2Config:
+    from dataclasses import replace
+
+    return replace(config, model=model_spec(model))
+
+
+def build(config: StyleGAN2Config, env: StageEnv) -> StyleGAN2Stage:
+    return StyleGAN2Stage(config, env)

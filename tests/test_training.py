@@ -1,0 +1,431 @@
+"""Tests of sdic.training: configuration, data, checkpoints, optimisers, networks and the three stages.
+
+Everything runs on the tiny preset (a few steps, seconds each). The multi-process
+equivalence test is in test_training_ddp.py.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import signal
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from sdic.checkpoints import read_checkpoint, save_model
+from sdic.config import tiny
+from sdic.networks import Encoder4Editing, Generator
+from sdic.training import NonFiniteLossError, ResumeError, stage_builder, train
+from sdic.training import checkpointing
+from sdic.training import config as C
+from sdic.training.data import (
+    BatchStream,
+    FlipSampler,
+    ImageFolder,
+    UnreadableImageWarning,
+    frame_transform,
+    list_image_files,
+    split_files,
+)
+from sdic.training.discriminator import Discriminator, LatentDiscriminator
+from sdic.training.distributed import DistContext, GlobalBatchNorm, sync_batchnorm
+from sdic.training.e4e import InversionExport, progressive_stage
+from sdic.training.loop import run as run_loop
+from sdic.training.optim import Lookahead, build_optimizer
+from sdic.training.stylegan2 import GeneratorExport
+
+QUIET = ["data.workers=0", "run.progress=false", "run.tensorboard=false", "run.image_every=0",
+         "run.val_every=0", "run.val_batches=1", "run.log_every=1"]
+
+
+# ------------------------------------------------------------------ fixtures
+def make_images(folder: Path, count: int, size: int = 40, seed: int = 0, corrupt: bool = False) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    for i in range(count):
+        base = rng.integers(0, 255, size=3)
+        noise = rng.integers(-40, 40, size=(size, size, 3))
+        image = np.clip(base + noise, 0, 255).astype(np.uint8)
+        Image.fromarray(image).save(folder / f"{i:03d}.png")
+    if corrupt:
+        (folder / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n this is not an image")
+    return folder
+
+
+@pytest.fixture(scope="module")
+def images(tmp_path_factory) -> Path:
+    return make_images(tmp_path_factory.mktemp("imgs") / "images", 10)
+
+
+@pytest.fixture(scope="module")
+def generator_file(tmp_path_factory) -> Path:
+    torch.manual_seed(0)
+    config = tiny()
+    generator = Generator(config.generator, tap_resolution=config.tap_resolution)
+    latent_avg = generator.mean_latent(256).expand(config.n_latent, -1).clone()
+    path = tmp_path_factory.mktemp("gen") / "stylegan2.safetensors"
+    save_model(GeneratorExport(generator, latent_avg), path, config, kind="stylegan2")
+    return path
+
+
+@pytest.fixture(scope="module")
+def e4e_file(tmp_path_factory) -> Path:
+    torch.manual_seed(1)
+    config = tiny()
+    generator = Generator(config.generator, tap_resolution=config.tap_resolution)
+    encoder = Encoder4Editing(config.encoder, config.n_latent, config.generator.style_dim)
+    latent_avg = generator.mean_latent(256).expand(config.n_latent, -1).clone()
+    path = tmp_path_factory.mktemp("e4e") / "e4e.safetensors"
+    save_model(InversionExport(encoder, generator, latent_avg), path, config, kind="e4e")
+    return path
+
+
+def stage_config(stage: str, out: Path, data: Path, steps: int, *extra: str, batch: int = 2):
+    return C.load(stage, None, ["model=tiny", f"data.path={data}", f"run.out={out}", f"run.steps={steps}",
+                                f"run.batch_size={batch}", *QUIET, *extra])
+
+
+STAGE_ARGS = {
+    "stylegan2": ("r1_every=2", "path_every=2", "stddev_group=2"),
+    "e4e": ("losses.identity=0", "progressive_start=1", "progressive_every=1", "w_pool=3", "r1_every=2"),
+    "sdic": ("losses.identity=0", "discrepancy=0.1"),
+}
+
+
+def stage_args(stage: str, generator_file: Path, e4e_file: Path) -> tuple[str, ...]:
+    source = {"stylegan2": (), "e4e": (f"generator={generator_file}",), "sdic": (f"e4e={e4e_file}",)}[stage]
+    return source + STAGE_ARGS[stage]
+
+
+def metrics(run_dir: Path) -> list[dict]:
+    import json
+
+    return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+
+
+# -------------------------------------------------------------------- config
+def test_config_layers_yaml_and_overrides(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("stage: sdic\ne4e: x.safetensors\nrun: {steps: 10}\noptim: {lr: 2.0e-3}\n")
+    config = C.load("sdic", path, ["run.steps=1e3", "optim.lr=1e-4", "optim.betas=[0.5, 0.9]",
+                                   "losses.identity_net=none", "val_metrics=[mse]"])
+    assert config.run.steps == 1000 and isinstance(config.run.steps, int)
+    assert config.optim.lr == 1e-4 and config.optim.betas == (0.5, 0.9)
+    assert config.optim.name == "ranger" and config.run.batch_size == 2  # stage defaults kept
+    assert config.losses.identity_net == "none" and config.val_metrics == ("mse",)
+    assert C.build("sdic", C.to_plain(config)) == config  # what checkpoints store rebuilds the run
+
+
+def test_config_errors_name_the_key(tmp_path):
+    with pytest.raises(C.ConfigError, match="did you mean 'run.steps'"):
+        C.load("stylegan2", None, ["run.stepz=3"])
+    with pytest.raises(C.ConfigError, match="run.batch_size"):
+        C.load("stylegan2", None, ["run.batch_size=abc"])
+    with pytest.raises(C.ConfigError, match="not 'e4e'"):
+        (tmp_path / "s.yaml").write_text("stage: sdic\n")
+        C.load("e4e", tmp_path / "s.yaml")
+    with pytest.raises(C.ConfigError, match="generator"):
+        C.load("e4e", None, [])
+
+
+def test_model_spec_presets_and_overrides():
+    config = C.load("stylegan2", None, ["model=tiny", "model.generator.size=64", "model.name=t64"])
+    model = C.resolve_model(config.model)
+    assert model.generator.size == 64 and model.n_latent == 10 and model.encoder == tiny().encoder
+    assert C.resolve_model(C.model_spec(model)) == model
+    base = tiny()
+    assert C.resolve_model({"dicn": {"stem_channels": 4}}, base).dicn.stem_channels == 4
+
+
+# ---------------------------------------------------------------------- data
+def test_split_is_deterministic_and_disjoint(tmp_path):
+    files = list_image_files(make_images(tmp_path / "a", 20))
+    train_a, val_a = split_files(files, 0.2, 100, seed=3)
+    train_b, val_b = split_files(list(reversed(files)), 0.2, 100, seed=3)
+    assert len(val_a) == 4 and not set(train_a) & set(val_a)
+    assert split_files(sorted(files), 0.2, 100, 3) == (train_a, val_a)
+    assert set(val_b) != set() and len(train_b) == 16
+
+
+def test_corrupt_image_is_skipped_with_a_warning(tmp_path):
+    files = list_image_files(make_images(tmp_path / "c", 3, corrupt=True))
+    dataset = ImageFolder(files, frame_transform(16))
+    bad = next(i for i, f in enumerate(files) if f.name == "broken.png")
+    with pytest.warns(UnreadableImageWarning, match="broken.png"):
+        image = dataset[bad]
+    assert image.shape == (3, 16, 16)
+    assert torch.equal(image, dataset[(bad + 1) % len(files)])  # the next readable image
+
+
+def test_training_runs_over_a_corrupt_image(tmp_path, generator_file, e4e_file):
+    data = make_images(tmp_path / "imgs", 4, corrupt=True)
+    with pytest.warns(UnreadableImageWarning):
+        result = train("stylegan2", stage_config("stylegan2", tmp_path / "run", data, 3, "data.val_fraction=0",
+                                                  "stddev_group=2"))
+    assert result.step == 3
+
+
+def test_batch_stream_resumes_mid_epoch_and_shards_like_one_process(images):
+    dataset = ImageFolder(list_image_files(images), frame_transform(8))
+    one = BatchStream(dataset, DistContext(), 4, seed=5, hflip=True, workers=0)
+    batches = [one.next() for _ in range(5)]  # crosses an epoch boundary (2 batches per epoch)
+    resumed = BatchStream(dataset, DistContext(), 4, seed=5, hflip=True, workers=0)
+    resumed.load_state_dict({"epoch": 1, "position": 1})
+    assert torch.equal(resumed.next(), batches[3])
+    halves = [BatchStream(dataset, DistContext(rank=r, world_size=2), 2, 5, True, 0).next() for r in (0, 1)]
+    merged = torch.stack([halves[0][0], halves[1][0], halves[0][1], halves[1][1]])
+    assert torch.equal(merged, batches[0])  # rank r holds rows r, r+2, ... of the global batch
+
+
+def test_flips_depend_only_on_epoch_and_image(images):
+    dataset = ImageFolder(list_image_files(images), frame_transform(8))
+    sampler = FlipSampler(dataset, DistContext(), seed=1, hflip=True)
+    sampler.set_epoch(2)
+    flips = dict(iter(sampler))
+    other = FlipSampler(dataset, DistContext(rank=1, world_size=2), seed=1, hflip=True)
+    other.set_epoch(2)
+    assert all(flips[i] == flip for i, flip in other)
+    assert 0 < sum(flips.values()) < len(flips)
+
+
+# --------------------------------------------------------------- checkpoints
+def test_atomic_save_survives_a_crash_during_the_write(tmp_path, monkeypatch):
+    checkpointing.save_training_state({"step": 1, "value": torch.ones(3)}, tmp_path, keep=False)
+    real_save = torch.save
+
+    def crashing_save(obj, path, *args, **kwargs):
+        with open(path, "wb") as handle:
+            handle.write(b"PK\x03\x04 half a file")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(torch, "save", crashing_save)
+    with pytest.raises(OSError, match="disk full"):
+        checkpointing.save_training_state({"step": 2, "value": torch.zeros(3)}, tmp_path, keep=False)
+    monkeypatch.setattr(torch, "save", real_save)
+    state = checkpointing.load_training_state(tmp_path / "checkpoints" / "last.pt")
+    assert state["step"] == 1 and torch.equal(state["value"], torch.ones(3))
+    assert [p.name for p in (tmp_path / "checkpoints").iterdir()] == ["last.pt"]  # no temporary left
+
+
+def test_periodic_checkpoints_are_kept(tmp_path):
+    for step in (1, 2, 3, 4):
+        checkpointing.save_training_state({"step": step}, tmp_path, keep=step % 2 == 0)
+    names = sorted(p.name for p in (tmp_path / "checkpoints").iterdir())
+    assert names == ["last.pt", "step_00000002.pt", "step_00000004.pt"]
+    assert checkpointing.load_training_state(tmp_path / "checkpoints" / "step_00000002.pt")["step"] == 2
+
+
+def test_rng_states_round_trip():
+    import random
+
+    state = checkpointing.capture_rng()
+    first = (random.random(), np.random.rand(), torch.rand(1).item())
+    checkpointing.restore_rng(state)
+    assert (random.random(), np.random.rand(), torch.rand(1).item()) == first
+
+
+# ---------------------------------------------------------------- optimisers
+def test_lookahead_interpolates_every_k_steps():
+    torch.manual_seed(0)
+    p = torch.nn.Parameter(torch.randn(4, 3))
+    start = p.detach().clone()
+    inner = torch.optim.SGD([p], lr=0.1)
+    opt = Lookahead(inner, k=2, alpha=0.5)
+    fast = start.clone()
+    for _ in range(2):
+        p.grad = torch.ones_like(p)
+        opt.step()
+        fast -= 0.1
+    assert torch.allclose(p.detach(), start + 0.5 * (fast - start))
+    state = opt.state_dict()
+    clone = Lookahead(torch.optim.SGD([torch.nn.Parameter(p.detach().clone())], lr=0.1), k=2, alpha=0.5)
+    clone.load_state_dict(state)
+    assert clone.counter == 2 and torch.equal(clone.slow[0], opt.slow[0])
+
+
+def test_ranger_is_radam_with_centralized_gradients_and_lookahead():
+    torch.manual_seed(0)
+    p = torch.nn.Parameter(torch.randn(3, 5))
+    opt = build_optimizer(C.ranger(1e-3), [p])
+    assert isinstance(opt, Lookahead) and isinstance(opt.inner, torch.optim.RAdam)
+    p.grad = torch.randn(3, 5)
+    expected_grad = p.grad - p.grad.mean(dim=1, keepdim=True)
+    before = p.detach().clone()
+    opt.step()
+    # first RAdam step (no rectification yet): p -= lr * g
+    assert torch.allclose(p.detach(), before - 1e-3 * expected_grad, atol=1e-7)
+
+
+# ------------------------------------------------------------------ networks
+def test_discriminator_shapes_and_stddev_groups_split_like_processes():
+    torch.manual_seed(0)
+    d = Discriminator(tiny().generator, stddev_group=2)
+    x = torch.randn(4, 3, 32, 32)
+    full = d(x)
+    assert full.shape == (4, 1)
+    for rank in (0, 1):  # groups are rows {i, i + B/G}: each process's rows form whole groups
+        assert torch.allclose(d(x[rank::2]), full[rank::2], atol=1e-5)
+    assert LatentDiscriminator(32, 4)(torch.randn(5, 32)).shape == (5, 1)
+
+
+def test_global_batchnorm_is_batchnorm_in_one_process():
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Conv3d(2, 3, 1), torch.nn.BatchNorm3d(3))
+    x = torch.randn(4, 2, 3, 5, 5)
+    expected = net(x)
+    keys = list(net.state_dict())
+    sync_batchnorm(net)
+    assert isinstance(net[1], GlobalBatchNorm) and list(net.state_dict()) == keys
+    assert torch.equal(net(x), expected)
+
+
+def test_progressive_schedule():
+    assert [progressive_stage(s, 10, 5, 8) for s in (0, 9, 10, 14, 15, 100)] == [0, 0, 1, 1, 2, 7]
+    assert progressive_stage(0, -1, 5, 8) == 7
+
+
+# -------------------------------------------------------------------- stages
+def first_and_last(run_dir: Path, name: str) -> tuple[float, float]:
+    values = [m[f"train/{name}"] for m in metrics(run_dir) if f"train/{name}" in m]
+    return values[0], sum(values[-5:]) / 5
+
+
+@pytest.mark.parametrize("stage, term", [("e4e", "l2"), ("sdic", "l2"), ("stylegan2", "d_loss")])
+def test_a_fixed_batch_is_fitted(stage, term, tmp_path, generator_file, e4e_file):
+    data = make_images(tmp_path / "fixed", 2)  # one batch, seen every step
+    extra = stage_args(stage, generator_file, e4e_file) + ("data.hflip=false", "data.val_fraction=0")
+    if stage == "sdic":  # the real LPIPS (AlexNet) is part of this run
+        extra += ("optim.lr=3e-3",)
+    if stage == "e4e":
+        extra += ("latent_disc=0", "optim.name=adam", "optim.lr=1e-3")
+    result = train(stage, stage_config(stage, tmp_path / "run", data, 30, *extra))
+    first, last = first_and_last(result.run_dir, term)
+    assert last < 0.8 * first, (first, last)
+
+
+@pytest.mark.parametrize("stage", ["stylegan2", "e4e", "sdic"])
+def test_resume_continues_bit_for_bit(stage, tmp_path, images, generator_file, e4e_file):
+    extra = stage_args(stage, generator_file, e4e_file)
+    full = train(stage, stage_config(stage, tmp_path / "full", images, 6, *extra))
+    train(stage, stage_config(stage, tmp_path / "split", images, 3, *extra))
+    resumed = train(stage, stage_config(stage, tmp_path / "split", images, 6, *extra), resume=True)
+    assert full.step == resumed.step == 6
+    a = checkpointing.load_training_state(full.run_dir / "checkpoints" / "last.pt")
+    b = checkpointing.load_training_state(resumed.run_dir / "checkpoints" / "last.pt")
+    for name, module in a["modules"].items():
+        for key, tensor in module.items():
+            assert torch.equal(tensor, b["modules"][name][key]), f"{name}.{key}"
+    assert a["data"] == b["data"]
+    assert torch.equal(a["random"]["state"], b["random"]["state"])
+
+
+def test_exports_load_with_the_inference_tools(tmp_path, images, generator_file, e4e_file):
+    import sdic
+
+    sg = train("stylegan2", stage_config("stylegan2", tmp_path / "sg", images, 1, "stddev_group=2"))
+    assert read_checkpoint(sg.run_dir / "stylegan2.pt").kind == "stylegan2"
+    assert read_checkpoint(sg.run_dir / "stylegan2.safetensors").config == tiny()
+    e4e = train("e4e", stage_config("e4e", tmp_path / "e4e", images, 1,
+                                    f"generator={sg.run_dir / 'stylegan2.pt'}", "losses.identity=0"))
+    assert read_checkpoint(e4e.run_dir / "e4e.pt").kind == "e4e"
+    assert read_checkpoint(e4e.run_dir / "e4e.safetensors").kind == "e4e"
+    result = train("sdic", stage_config("sdic", tmp_path / "sdic", images, 1, f"e4e={e4e.run_dir / 'e4e.pt'}",
+                                        "losses.identity=0", "run.val_batches=1", "val_metrics=[mse, psnr]"))
+    assert set(result.validation) == {"e4e/mse", "e4e/psnr", "sdic/mse", "sdic/psnr"}
+    model = sdic.load(result.run_dir / "sdic.safetensors")
+    assert model.invert(torch.zeros(1, 3, 64, 64)).image.shape == (1, 3, 32, 32)
+
+
+def test_a_new_run_refuses_an_existing_run_folder(tmp_path, images):
+    config = stage_config("stylegan2", tmp_path / "run", images, 1, "stddev_group=2")
+    train("stylegan2", config)
+    with pytest.raises(ResumeError, match="--resume"):
+        train("stylegan2", config)
+    changed = stage_config("stylegan2", tmp_path / "run", images, 2, "stddev_group=2", "r1=3")
+    with pytest.raises(ResumeError, match="r1"):
+        train("stylegan2", changed, resume=True)
+
+
+class _Poisoned:
+    """Wraps a stage: its loss term ``l2`` becomes NaN from step ``at``."""
+
+    def __init__(self, stage, at: int) -> None:
+        self._stage, self._at = stage, at
+
+    def __getattr__(self, name):
+        return getattr(self._stage, name)
+
+    def train_step(self, batch, step):
+        terms = self._stage.train_step(batch, step)
+        if step + 1 >= self._at:
+            terms["l2"] = terms["l2"] * math.nan
+        return terms
+
+
+def test_nan_stops_the_run_naming_the_term_and_keeps_the_checkpoint(tmp_path, images, e4e_file):
+    config = stage_config("sdic", tmp_path / "run", images, 10, f"e4e={e4e_file}", "losses.identity=0",
+                          "losses.lpips=0", "run.checkpoint_every=2")
+    build = stage_builder("sdic")
+    with pytest.raises(NonFiniteLossError, match=r"l2 = nan at step 5"):
+        run_loop(config, lambda c, env: _Poisoned(build(c, env), at=5))
+    state = checkpointing.load_training_state(tmp_path / "run" / "checkpoints" / "last.pt")
+    assert state["step"] == 4
+    assert all(torch.isfinite(t).all() for m in state["modules"].values() for t in m.values()
+               if t.is_floating_point())
+
+
+class _Interrupted:
+    """Wraps a stage: sends itself SIGINT during step ``at`` (as Ctrl-C would)."""
+
+    def __init__(self, stage, at: int) -> None:
+        self._stage, self._at = stage, at
+
+    def __getattr__(self, name):
+        return getattr(self._stage, name)
+
+    def train_step(self, batch, step):
+        if step + 1 == self._at:
+            os.kill(os.getpid(), signal.SIGINT)
+        return self._stage.train_step(batch, step)
+
+
+def test_ctrl_c_saves_after_the_current_step_and_resume_finishes(tmp_path, images):
+    config = stage_config("stylegan2", tmp_path / "run", images, 6, "stddev_group=2", "run.checkpoint_every=100")
+    build = stage_builder("stylegan2")
+    result = run_loop(config, lambda c, env: _Interrupted(build(c, env), at=2))
+    assert result.stopped and result.step == 2
+    assert checkpointing.load_training_state(tmp_path / "run" / "checkpoints" / "last.pt")["step"] == 2
+    assert train("stylegan2", config, resume=True).step == 6
+
+
+# ------------------------------------------------------------------------ CLI
+def test_cli_trains_from_a_config_file(tmp_path, images, capsys):
+    from sdic.cli.main import main
+
+    root = Path(__file__).resolve().parents[1]
+    args = ["train", "stylegan2", str(root / "configs" / "stylegan2_tiny.yaml"), f"data.path={images}",
+            f"run.out={tmp_path / 'run'}", "run.steps=2", "run.progress=false", "run.tensorboard=false"]
+    assert main(args + ["--print-config"]) == 0
+    assert "steps: 2" in capsys.readouterr().out
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        assert main(args) == 0
+    out = capsys.readouterr().out
+    assert "finished at step 2" in out and "stylegan2.safetensors" in out
+    assert main(args) == 2  # exists: needs --resume
+    assert "--resume" in capsys.readouterr().err
+    assert main(args[:-3] + ["run.steps=3", "--resume", "run.progress=false", "run.tensorboard=false"]) == 0
+
+
+def test_all_shipped_configs_parse():
+    root = Path(__file__).resolve().parents[1] / "configs"
+    for path in sorted(root.glob("*.yaml")):
+        stage = path.name.split("_")[0]
+        config = C.load(stage, path)
+        if stage == "stylegan2":
+            C.resolve_model(config.model)
