@@ -15,9 +15,11 @@ for fp32 and bf16 at batch 1/4/8:
 plus the cost of ``model.edit(inv, "age", 3)`` relative to an inversion, the
 load + first-inference time of a fresh process, and the bf16-vs-fp32 PSNR.
 
-    python benchmarks/bench_inference.py            # full table (~10-20 min)
-    python benchmarks/bench_inference.py --quick    # batch 1 only, < 3 min
-    python benchmarks/bench_inference.py --write docs/performance.md
+    python -m benchmarks.bench_inference            # full table (~10-20 min)
+    python -m benchmarks.bench_inference --quick    # batch 1 only, < 3 min
+    python -m benchmarks.bench_inference --write docs/performance.md
+
+(run from the repository root).
 """
 
 from __future__ import annotations
@@ -35,7 +37,6 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 REFERENCE = ROOT / "tests" / "data" / "reference"
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 
 def _peak_rss_mb() -> float:
@@ -114,12 +115,11 @@ def child(args: argparse.Namespace) -> None:
 
 
 def run_child(checkpoint: Path, batch: int, precision: str, threads: int | None) -> dict:
-    command = [sys.executable, __file__, "--child", "--checkpoint", str(checkpoint),
+    command = [sys.executable, "-m", "benchmarks.bench_inference", "--child", "--checkpoint", str(checkpoint),
                "--batch", str(batch), "--precision", precision]
     if threads:
         command += ["--threads", str(threads)]
-    out = subprocess.run(command, capture_output=True, text=True, check=True,
-                         env={**os.environ, "PYTHONPATH": str(ROOT / "src")}).stdout
+    out = subprocess.run(command, capture_output=True, text=True, check=True, cwd=ROOT).stdout
     return json.loads(out.strip().splitlines()[-1])
 
 
@@ -138,7 +138,7 @@ def main(args: argparse.Namespace) -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     import sdic
-    from reference_ops import ReferenceSDIC
+    from benchmarks.reference_ops import ReferenceSDIC
 
     batches = [1] if args.quick else [1, 4, 8]
     precisions = ["fp32", "bf16"]
@@ -207,7 +207,7 @@ def format_report(r: dict, args: argparse.Namespace) -> str:
     lines = [
         f"Machine: {info['cpu']}, {info['cores']} CPUs ({info.get('isa', '')}); "
         f"torch {__import__('torch').__version__}, {r['threads']} threads",
-        f"Command: `python benchmarks/bench_inference.py {' '.join(sys.argv[1:])}`".replace("  ", " "),
+        f"Command: `python -m benchmarks.bench_inference {' '.join(sys.argv[1:])}`".replace("  ", " "),
         f"Date: {time.strftime('%Y-%m-%d %H:%M %Z')}; load average before/after "
         f"{r['loadavg'][0][0]:.1f}/{r['loadavg'][1][0]:.1f}; medians of {r['repeats']} interleaved runs",
         "",

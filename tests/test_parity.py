@@ -87,3 +87,20 @@ def test_ir_se50_embedding_parity(tmp_path):
             embedding = network.embed_ffhq256(torch.from_numpy(reference[f"{name}_input"])[None])[0]
         error = float((embedding - torch.from_numpy(reference[f"{name}_embedding"])).abs().max())
         assert error < 1e-5, f"{name}: {error}"
+
+
+def _psnr(a: torch.Tensor, b: torch.Tensor) -> float:
+    """PSNR in dB of two [-1, 1] images mapped to [0, 1]."""
+    mse = (((a.clamp(-1, 1) - b.clamp(-1, 1)) / 2) ** 2).mean()
+    return float(10 * torch.log10(1 / mse))
+
+
+def test_bf16_stays_close_to_fp32(ffhq_model, inversion):
+    """bf16 autocast: the final image within 35 dB PSNR of fp32, outputs back in fp32."""
+    reference = np.load(REFERENCE / "ref_ffhq_seed0_astronaut_inversion.npz")
+    fast = ffhq_model.invert(torch.from_numpy(reference["input"])[None], precision="bf16")
+    assert fast.image.dtype == torch.float32 and fast.image.is_contiguous()
+    assert _psnr(fast.image, inversion.image) >= 35.0
+    assert float((fast.latents - inversion.latents).abs().max()) < 0.1
+    edited = ffhq_model.edit(fast, "age", 3.0, precision="bf16")
+    assert _psnr(edited.image, ffhq_model.edit(inversion, "age", 3.0).image) >= 35.0

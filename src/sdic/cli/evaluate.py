@@ -10,6 +10,7 @@ import torch
 from tqdm import tqdm
 
 from .. import evaluation
+from ..model import PRECISIONS
 from .inputs import batches, find_items, make_aligner, photos_in
 
 
@@ -29,6 +30,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--align", action="store_true", help="FFHQ-align the largest face of each photo first")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--batch-size", type=int, default=1)
+    parser.add_argument("--precision", choices=PRECISIONS, default="fp32", help="fp32 (default) or bf16 autocast")
     parser.set_defaults(run=run)
 
 
@@ -40,13 +42,13 @@ def run(args: argparse.Namespace) -> int:
     if args.reference is not None and not args.reference.exists():
         raise FileNotFoundError(f"{args.reference}: no such folder or file")
     items = find_items(args.inputs)
-    model = load(args.checkpoint, device=args.device)
+    model = load(args.checkpoint, device=args.device, precision=args.precision)
     if args.align and model.config.domain != "faces":
         raise ValueError(f"--align is for faces; this is a {model.config.domain} model")
     align = make_aligner(model.config.input_size, all_faces=False) if args.align else None
     metric_fns = evaluation.build_metrics(args.metrics or evaluation.default_metrics(model), model.device)
     report = evaluation.EvaluationReport(model=str(args.checkpoint), protocol={
-        "resolution": model.config.input_size, "device": str(model.device),
+        "resolution": model.config.input_size, "device": str(model.device), "precision": args.precision,
         "metrics": list(metric_fns), "fid_reference": str(args.reference or "inputs"),
     })
     args.output.mkdir(parents=True, exist_ok=True)

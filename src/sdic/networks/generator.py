@@ -29,11 +29,12 @@ class ModulatedConv2d(nn.Module):
     Two equivalent formulations, chosen per layer by cost (both equal the
     authors' weight-modulated grouped convolution up to float round-off):
 
-    * per sample (when the weight is smaller than one sample's input, i.e. from
-      the 64x64 blocks up and always for the 1x1 to-RGB convs): the style and
+    * per sample (at inference, when the weight is smaller than one sample's
+      input, i.e. from the 64x64 blocks up and always for the 1x1 to-RGB convs): the style and
       the demodulation are folded into the weight, one plain convolution per
       sample, nothing extra is touched at full resolution;
-    * batched (small feature maps with 512x512x3x3 weights): modulation scales
+    * batched (small feature maps with 512x512x3x3 weights, and always when
+      autograd records: one large convolution trains faster than B small ones): modulation scales
       the *activations*, one convolution with the shared weight serves the
       whole batch, demodulation is a per-sample, per-channel factor on the output.
 
@@ -74,7 +75,7 @@ class ModulatedConv2d(nn.Module):
                 demod = torch.rsqrt(style.pow(2) @ energy.t() * self.scale**2 + 1e-8)  # [B, out]
             else:
                 demod = style.new_ones(batch, weight.shape[0])
-            per_sample = weight.numel() <= x[0].numel()
+            per_sample = weight.numel() <= x[0].numel() and not torch.is_grad_enabled()
             if per_sample:
                 coef = demod[:, :, None] * style[:, None, :] * (self.scale * gain)  # [B, out, in]
                 weights = weight[None] * coef[:, :, :, None, None]

@@ -13,7 +13,8 @@ cases. Every source of randomness that touches a batch (latents, noise maps,
 mixing decisions) is drawn for the *global* batch from a generator seeded
 identically on every process, and each process takes its slice
 (:meth:`DistContext.shard`), so N processes x batch B compute what one process
-computes with batch N*B.
+computes with batch N*B. State that depends on the whole batch (e4e's code
+pools) is kept for the global batch on every process (:meth:`DistContext.gather`).
 
 BatchNorm statistics are per process by default; :func:`sync_batchnorm`
 replaces BN layers by :class:`GlobalBatchNorm`, which normalises with the
@@ -53,6 +54,14 @@ class DistContext:
         if self.world_size == 1:
             return tensor
         return tensor[self.rank:: self.world_size]
+
+    def gather(self, tensor: torch.Tensor) -> torch.Tensor:
+        """The global batch from every process's rows (the inverse of :meth:`shard`; not differentiable)."""
+        if self.world_size == 1:
+            return tensor
+        parts = [torch.empty_like(tensor) for _ in range(self.world_size)]
+        dist.all_gather(parts, tensor.detach().contiguous())
+        return torch.stack(parts, dim=1).flatten(0, 1)  # row j * W + r is row j of rank r
 
 
 def resolve_device(name: str, local_rank: int = 0) -> torch.device:

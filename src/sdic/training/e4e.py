@@ -213,13 +213,25 @@ class E4EStage:
             self.latent_d.requires_grad_(True)
         return F.softplus(-pred).mean(0).mean()
 
+    def _pooled(self, pool: CodePool, codes: torch.Tensor) -> torch.Tensor:
+        """This process's rows of ``pool.query`` on the global batch of codes.
+
+        The pool sees the codes of all processes in global order and draws from the
+        shared generator, so its contents and decisions are the same on every
+        process and equal to those of one process with the whole batch.
+        """
+        if pool.size <= 0:
+            return codes
+        ctx = self.env.ctx
+        return ctx.shard(pool.query(ctx.gather(codes), self.env.random))
+
     def _discriminator_step(self, codes: torch.Tensor, step: int) -> dict[str, torch.Tensor]:
         cfg, env = self.config, self.env
         z = env.ctx.shard(env.random.normal(self.global_batch, self.model.generator.style_dim))
         with torch.no_grad():
             real_w = self.generator.mapping(z)
-        real_w = self.real_pool.query(real_w, env.random)
-        fake_w = self.fake_pool.query(codes[:, 0], env.random)
+        real_w = self._pooled(self.real_pool, real_w)
+        fake_w = self._pooled(self.fake_pool, codes[:, 0])
         real_pred, fake_pred = self.latent_d(real_w), self.latent_d(fake_w)
         loss = losses.d_logistic_loss(real_pred, fake_pred)
         env.optimize(loss, self.d_optim)
