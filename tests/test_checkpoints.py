@@ -152,6 +152,26 @@ def test_native_format_round_trip(tmp_path, tiny_checkpoint):
     assert metadata["generator"]["size"] == 32
 
 
+def test_half_storage_keeps_small_tensors_exact_and_loads_as_float32(tmp_path, tiny_checkpoint):
+    from sdic.checkpoints import HALF_MIN_NUMEL
+
+    model = sdic.load(tiny_checkpoint)
+    path = save_model(model, tmp_path / "half.safetensors", model.config, half=True)
+    stored = load_file(str(path))
+    state = model.state_dict()
+    for name, tensor in stored.items():
+        large = state[name].is_floating_point() and state[name].numel() >= HALF_MIN_NUMEL
+        assert tensor.dtype == (torch.float16 if large else state[name].dtype), name
+        if not large:
+            assert torch.equal(tensor, state[name]), name
+    assert any(t.dtype == torch.float16 for t in stored.values())
+    again = sdic.load(path)
+    assert all(p.dtype == torch.float32 for p in again.parameters())
+    x = torch.rand(2, 3, 64, 64) * 2 - 1
+    error = (again.invert(x).image - model.invert(x).image).abs().max()
+    assert 0 < error < 0.05  # float16 rounding of the weights, not garbage
+
+
 def test_native_shape_mismatch_names_the_tensor(tmp_path, tiny_checkpoint):
     tensors = load_file(str(tiny_checkpoint))
     from safetensors import safe_open

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -568,3 +569,26 @@ def test_two_processes_step_like_one_process_with_twice_the_batch(stage, tmp_pat
         allowed = DDP_TOLERANCE[stage] * change + eps * size
         assert difference <= allowed, (f"{group}: 2 processes differ from 1 by {difference / change:.2e} of the "
                                        f"step's change (allowed {allowed / change:.2e})")
+
+
+def test_align_prepares_faces_once_and_skips_photos_without_one(tmp_path):
+    from sdic.training.data import align_folder, aligned_config
+
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    faces = Path(__file__).parent / "data" / "faces"
+    shutil.copy(faces / "astronaut.jpg", photos / "astronaut.jpg")
+    shutil.copy(faces / "no_face.png", photos / "no_face.png")
+    with pytest.warns(UserWarning, match="no_face.png: skipped"):
+        out = align_folder(photos, tmp_path / "aligned", 64)
+    assert [p.name for p in sorted(out.iterdir())] == ["astronaut.png"]
+    assert Image.open(out / "astronaut.png").size == (64, 64)
+    stamp = (out / "astronaut.png").stat().st_mtime_ns
+    with pytest.warns(UserWarning):
+        align_folder(photos, out, 64)  # a second call keeps the finished file
+    assert (out / "astronaut.png").stat().st_mtime_ns == stamp
+    with pytest.warns(UserWarning):
+        config = aligned_config(C.DataConfig(path=str(photos), align=True), tmp_path / "run", 64, DistContext())
+    assert config.path == str(tmp_path / "run" / "aligned" / "train") and config.val_path == ""
+    assert (tmp_path / "run" / "aligned" / "train" / "astronaut.png").is_file()
+    assert aligned_config(C.DataConfig(path=str(photos)), tmp_path / "run", 64, DistContext()).path == str(photos)

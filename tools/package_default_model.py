@@ -4,7 +4,7 @@
         /work/runs/faces64/directions --name faces64 --directions-set facesjs
 
 Writes ``src/sdic/data/models/<name>.safetensors`` (our format, the model's config naming the
-direction set) and copies the direction files (only ``*.safetensors``, not the reports) to
+direction set; large weight tensors stored as float16 to fit the package budget) and copies the direction files (only ``*.safetensors``, not the reports) to
 ``src/sdic/data/directions/<set>/``. ``sdic.api.BUNDLED_MODELS`` maps ``default`` to the file.
 """
 
@@ -43,7 +43,7 @@ def package(model_file: Path, directions: Path, name: str, direction_set: str, d
     model = SDICModel(config)
     model.load_state_dict(checkpoint.tensors)
     with torch.no_grad():
-        return save_model(model, data / "models" / f"{name}.safetensors", config)
+        return save_model(model, data / "models" / f"{name}.safetensors", config, half=True)
 
 
 def main() -> None:

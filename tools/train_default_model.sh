@@ -13,9 +13,9 @@ cd "$(dirname "$0")/.."
 WORK=${WORK:-/work}
 DATA=$WORK/data
 RUNS=$WORK/runs/faces64
-SG_STEPS=${SG_STEPS:-4000}
-E4E_STEPS=${E4E_STEPS:-2000}
-SDIC_STEPS=${SDIC_STEPS:-2500}
+SG_STEPS=${SG_STEPS:-3061}
+E4E_STEPS=${E4E_STEPS:-3000}
+SDIC_STEPS=${SDIC_STEPS:-5000}
 
 resume() {  # --resume once a run folder has a checkpoint
     [ -f "$1/checkpoints/last.pt" ] && echo --resume || true
@@ -47,3 +47,9 @@ sdic train sdic configs/sdic_faces64.yaml e4e="$RUNS/e4e/e4e.safetensors" \
     -o "$WORK/runs/attr_classifier.safetensors" --heldout "$DATA/faces64_heldout" --threads 2
 sdic directions train "$RUNS/stylegan2/stylegan2.safetensors" --classifier "$WORK/runs/attr_classifier.safetensors" \
     -o "$RUNS/directions" --samples 5000 --threads 2 --samples-cache "$RUNS/direction_samples.safetensors"
+
+# 6. package it (src/sdic/data/models/faces64.safetensors + directions/facesjs), then the model
+#    card's held-out table: all 500 held-out faces, e4e vs SDIC
+python -m tools.package_default_model "$RUNS/sdic/sdic.safetensors" "$RUNS/directions" \
+    --name faces64 --directions-set facesjs
+sdic evaluate default "$DATA/faces64_heldout/images" -o "$RUNS/heldout_eval" --batch-size 16

@@ -199,11 +199,23 @@ def read_authors_checkpoint(path: str | Path) -> Checkpoint:
 
 
 # ------------------------------------------------------------ our format
-def save_model(model: torch.nn.Module, path: str | Path, config: SDICConfig, kind: str = "sdic") -> Path:
-    """Write weights as safetensors with the JSON config in the metadata (atomically)."""
+HALF_MIN_NUMEL = 4096  # smaller tensors (biases, BN statistics, noise weights) stay float32
+
+
+def save_model(
+    model: torch.nn.Module, path: str | Path, config: SDICConfig, kind: str = "sdic", half: bool = False,
+) -> Path:
+    """Write weights as safetensors with the JSON config in the metadata (atomically).
+
+    ``half`` stores the float32 tensors of at least ``HALF_MIN_NUMEL`` values as
+    float16 (half the file; loading casts them back to float32).
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    if half:
+        tensors = {k: v.half() if v.dtype == torch.float32 and v.numel() >= HALF_MIN_NUMEL else v
+                   for k, v in tensors.items()}
     metadata = {"format": FORMAT_NAME, "format_version": FORMAT_VERSION, "kind": kind,
                 "config": config.to_json()}
     tmp = path.with_name(path.name + ".tmp")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 
@@ -44,6 +45,8 @@ def run(args: argparse.Namespace) -> int:
     except NonFiniteLossError as error:
         print(f"sdic train {args.stage}: {error}", file=sys.stderr)
         return 3
+    if os.environ.get("RANK", "0") != "0":  # under torchrun, one report for the whole run
+        return 0
     state = "stopped" if result.stopped else "finished"
     print(f"{state} at step {result.step}; run folder {result.run_dir}")
     for path in result.exports:

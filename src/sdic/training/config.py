@@ -62,6 +62,7 @@ class DataConfig:
     val_max: int = 500
     split_seed: int = 0
     hflip: bool = True  # random horizontal flips (the authors' augmentation)
+    align: bool = False  # FFHQ-align in-the-wild photos first (dlib; once, into <run.out>/aligned)
     workers: int = 2  # DataLoader worker processes per training process
 
 

@@ -10,10 +10,12 @@ N processes x batch B see the same images as one process x batch N*B.
 
 An image that cannot be read is skipped with a warning (the next readable
 image takes its place), so one corrupt file does not stop a long run.
+With ``data.align`` the folders are first FFHQ-aligned once (:func:`align_folder`).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -200,3 +202,45 @@ def validation_batches(dataset: ImageFolder | None, batch_size: int, count: int)
     n = min(len(dataset), batch_size * count)
     for start in range(0, n, batch_size):
         yield torch.stack([dataset[i] for i in range(start, min(n, start + batch_size))])
+
+
+def align_folder(source: str | Path, target: Path, size: int) -> Path:
+    """FFHQ-align the largest face of every image below ``source`` into ``target`` (PNG).
+
+    Finished files are kept, so an interrupted run resumes; an image without a
+    readable face is skipped with a warning.
+    """
+    from ..alignment import NoFaceFoundError, align_faces
+
+    source = Path(source)
+    target.mkdir(parents=True, exist_ok=True)
+    for file in list_image_files(source):
+        out = (target / file.relative_to(source)).with_suffix(".png")
+        if out.exists():
+            continue
+        try:
+            face = align_faces(load_image(file), output_size=size, max_faces=1)[0]
+        except (ImageReadError, NoFaceFoundError) as error:
+            warnings.warn(f"{file}: skipped for training ({error})", UnreadableImageWarning, stacklevel=2)
+            continue
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = out.with_name(out.name + ".tmp")  # not an image suffix: never listed as data
+        face.image.save(tmp, format="PNG")
+        tmp.replace(out)
+    return target
+
+
+def aligned_config(config: DataConfig, run_dir: Path, size: int, ctx: DistContext) -> DataConfig:
+    """``config`` with its folders replaced by aligned copies (made by rank 0) when ``align`` is set."""
+    if not config.align:
+        return config
+    from . import distributed
+
+    folders = {"path": run_dir / "aligned" / "train", "val_path": run_dir / "aligned" / "val"}
+    if ctx.is_main:
+        for key, folder in folders.items():
+            if getattr(config, key):
+                align_folder(getattr(config, key), folder, size)
+    distributed.barrier(ctx)
+    changes = {key: str(folder) for key, folder in folders.items() if getattr(config, key)}
+    return dataclasses.replace(config, **changes)

@@ -31,7 +31,7 @@ from torch import nn
 
 from . import checkpointing, distributed
 from .config import ConfigError, TrainConfig, dump_yaml, to_plain
-from .data import BatchStream, ImageFolder, build_datasets, frame_transform, validation_batches
+from .data import BatchStream, ImageFolder, aligned_config, build_datasets, frame_transform, validation_batches
 from .distributed import DistContext
 from .monitor import Monitor
 
@@ -293,7 +293,8 @@ def _run(config: TrainConfig, build_stage, resume: bool, ctx: DistContext) -> Ru
     stage = build_stage(config, env)
     for module in stage.modules().values():
         distributed.broadcast_module(module, ctx)
-    train_set, val_set = build_datasets(config.data, frame_transform(stage.resolution, stage.frame))
+    data = aligned_config(config.data, run_dir, stage.resolution, ctx)
+    train_set, val_set = build_datasets(data, frame_transform(stage.resolution, stage.frame))
     stream = BatchStream(train_set, ctx, config.run.batch_size, config.run.seed, config.data.hflip,
                          config.data.workers)
     step = 0

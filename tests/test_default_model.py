@@ -1,0 +1,70 @@
+"""The bundled default model (docs/default_model.md): by name, small, better than its own e4e."""
+
+from __future__ import annotations
+
+from importlib import resources
+
+import pytest
+import torch
+
+import sdic
+from sdic import demo, editing
+from sdic.api import BUNDLED_MODELS
+from sdic.cli.main import main
+from sdic.metrics import LPIPS, mse
+
+
+@pytest.fixture(scope="module")
+def model():
+    return sdic.load("default")
+
+
+@pytest.fixture(scope="module")
+def faces(model):
+    return model.prepare([str(p) for p in demo.sample_faces()])
+
+
+def test_bundled_files_fit_the_size_budget():
+    data = resources.files("sdic") / "data"
+    model_bytes = (data / "models" / BUNDLED_MODELS["default"]).stat().st_size
+    direction_bytes = sum(f.stat().st_size for f in (data / "directions" / "facesjs").iterdir())
+    assert model_bytes + direction_bytes <= 30 * 2**20
+
+
+def test_default_model_config_and_directions(model):
+    config = model.config
+    assert config.generator.size == 64 and config.generator.n_latent == 10
+    assert config.tap_resolution == 16 and config.directions == "facesjs"
+    names = editing.available(config.directions)
+    assert {"female", "facial_hair", "blond_hair"} <= set(names)
+    for name in names:
+        low, high = editing.factor_range(name, config.directions)
+        assert low < 0 < high
+
+
+def test_sdic_beats_its_own_e4e_on_the_sample_faces(model, faces):
+    inv = model.invert(faces)
+    assert inv.image.shape == faces.shape and torch.isfinite(inv.image).all()
+    e4e, ours = mse(inv.initial_image, faces), mse(inv.image, faces)
+    assert float(ours.mean()) < 0.8 * float(e4e.mean())
+    lpips = LPIPS("alex")
+    with torch.no_grad():
+        assert float(lpips(inv.image, faces).mean()) < 0.9 * float(lpips(inv.initial_image, faces).mean())
+
+
+def test_a_learned_edit_changes_the_face_and_zero_changes_nothing(model, faces):
+    inv = model.invert(faces[:2])
+    same = model.edit(inv, "female", 0.0)
+    assert torch.allclose(same.image, inv.image, atol=1e-5)
+    edited = model.edit(inv, "female", 1.5)
+    assert float(mse(edited.image, inv.image).mean()) > 1e-3
+
+
+def test_demo_runs_with_no_arguments(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    assert main(["demo", "--steps", "3"]) == 0
+    out = tmp_path / "sdic-demo"
+    assert (out / "inversion.png").is_file()
+    for name in editing.available("facesjs"):
+        assert (out / f"edit_{name}.png").is_file() and (out / f"edit_{name}.gif").is_file()
+    assert "sdic-demo" in capsys.readouterr().out
