@@ -592,3 +592,18 @@ def test_align_prepares_faces_once_and_skips_photos_without_one(tmp_path):
     assert config.path == str(tmp_path / "run" / "aligned" / "train") and config.val_path == ""
     assert (tmp_path / "run" / "aligned" / "train" / "astronaut.png").is_file()
     assert aligned_config(C.DataConfig(path=str(photos)), tmp_path / "run", 64, DistContext()).path == str(photos)
+
+
+def test_resume_accepts_options_added_later_at_their_defaults():
+    from sdic.training.loop import config_differences
+
+    defaults = C.to_plain(C.StyleGAN2Config())
+    current = C.to_plain(C.StyleGAN2Config())
+    saved = C.to_plain(C.StyleGAN2Config())
+    del saved["data"]["align"]  # a checkpoint written before data.align existed
+    assert config_differences(saved, current, defaults) == []
+    current["data"]["align"] = True
+    assert config_differences(saved, current, defaults) == ["data.align: None -> True"]
+    current["data"]["align"] = False
+    current["r1"] = 1.0
+    assert config_differences(saved, current, defaults) == [f"r1: {saved['r1']!r} -> 1.0"]

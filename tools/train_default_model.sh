@@ -15,15 +15,15 @@ DATA=$WORK/data
 RUNS=$WORK/runs/faces64
 SG_STEPS=${SG_STEPS:-3061}
 E4E_STEPS=${E4E_STEPS:-3000}
-SDIC_STEPS=${SDIC_STEPS:-5000}
+SDIC_STEPS=${SDIC_STEPS:-4462}
 
 resume() {  # --resume once a run folder has a checkpoint
     [ -f "$1/checkpoints/last.pt" ] && echo --resume || true
 }
 
-# 1. data: 30,000 training faces (seed 0) and 500 held-out faces (seed 1), 64x64
+# 1. data: 30,000 training faces (seed 0) and 300 held-out faces (seed 1), 64x64
 python -m tools.faces_dataset.build --seed 0 --count 30000 --size 64 --out "$DATA/faces64" --workers 2 --quiet
-python -m tools.faces_dataset.build --seed 1 --count 500 --size 64 --out "$DATA/faces64_heldout" --workers 2 --quiet
+python -m tools.faces_dataset.build --seed 1 --count 300 --size 64 --out "$DATA/faces64_heldout" --workers 2 --quiet
 
 # 2. StyleGAN2 64x64 (about 1 step/s on 2 cores)
 sdic train stylegan2 configs/stylegan2_faces64.yaml data.path="$DATA/faces64/images" \

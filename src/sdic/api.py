@@ -11,7 +11,7 @@ from torch.overrides import TorchFunctionMode
 from .checkpoints import CheckpointError, load_into, read_checkpoint
 from .model import SDICModel
 
-BUNDLED_MODELS: dict[str, str] = {}  # name -> file inside sdic/data/models
+BUNDLED_MODELS: dict[str, str] = {"default": "faces64.safetensors"}  # name -> file in sdic/data/models (docs/default_model.md)
 
 
 def _bundled_path(name: str) -> Path | None:

@@ -215,11 +215,17 @@ def _flatten(data: Any, prefix: str = "") -> dict[str, Any]:
     return {prefix: data}
 
 
-def config_differences(saved: dict, current: dict) -> list[str]:
-    """Keys whose values differ, other than those a resumed run may change."""
+def config_differences(saved: dict, current: dict, defaults: dict | None = None) -> list[str]:
+    """Keys whose values differ, other than those a resumed run may change.
+
+    A key the checkpoint does not have (an option added to sdic after it was
+    written) counts as unchanged while the current value is its default.
+    """
     a, b = _flatten(saved), _flatten(current)
+    d = _flatten(defaults) if defaults is not None else {}
     return [f"{k}: {a.get(k)!r} -> {b.get(k)!r}" for k in sorted(set(a) | set(b))
-            if a.get(k) != b.get(k) and k not in RESUMABLE_CHANGES]
+            if a.get(k) != b.get(k) and k not in RESUMABLE_CHANGES
+            and not (k not in a and k in d and b.get(k) == d[k])]
 
 
 def training_state(stage: Stage, step: int, env: StageEnv, stream: BatchStream) -> dict:
@@ -300,7 +306,7 @@ def _run(config: TrainConfig, build_stage, resume: bool, ctx: DistContext) -> Ru
     step = 0
     if last is not None:
         state = checkpointing.load_training_state(last, stage.name)
-        differences = config_differences(state["config"], to_plain(stage.config))
+        differences = config_differences(state["config"], to_plain(stage.config), to_plain(type(stage.config)()))
         if differences:
             raise ResumeError(f"{last}: the configuration differs from the checkpoint's in keys a resumed "
                               "run cannot change: " + "; ".join(differences[:8]))
