@@ -358,14 +358,18 @@ def test_a_new_run_refuses_an_existing_run_folder(tmp_path, images):
         train("stylegan2", changed, resume=True)
 
 
-class _Poisoned:
-    """Wraps a stage: its loss term ``l2`` becomes NaN from step ``at``."""
+class _StageFrom:
+    """Wraps a stage, changing what it does from step ``at`` (subclasses override ``train_step``)."""
 
     def __init__(self, stage, at: int) -> None:
         self._stage, self._at = stage, at
 
     def __getattr__(self, name):
         return getattr(self._stage, name)
+
+
+class _Poisoned(_StageFrom):
+    """Wraps a stage: its loss term ``l2`` becomes NaN from step ``at``."""
 
     def train_step(self, batch, step):
         terms = self._stage.train_step(batch, step)
@@ -386,14 +390,8 @@ def test_nan_stops_the_run_naming_the_term_and_keeps_the_checkpoint(tmp_path, im
                if t.is_floating_point())
 
 
-class _Interrupted:
+class _Interrupted(_StageFrom):
     """Wraps a stage: sends itself SIGINT during step ``at`` (as Ctrl-C would)."""
-
-    def __init__(self, stage, at: int) -> None:
-        self._stage, self._at = stage, at
-
-    def __getattr__(self, name):
-        return getattr(self._stage, name)
 
     def train_step(self, batch, step):
         if step + 1 == self._at:

@@ -27,7 +27,7 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler
 from ..config import SDICConfig
 from ..images import IMAGE_SUFFIXES, ImageReadError, content_rows_at, load_image, pil_to_tensor
 from .config import DataConfig
-from .distributed import DistContext
+from .distributed import DistContext, barrier
 
 
 class UnreadableImageWarning(UserWarning):
@@ -234,13 +234,11 @@ def aligned_config(config: DataConfig, run_dir: Path, size: int, ctx: DistContex
     """``config`` with its folders replaced by aligned copies (made by rank 0) when ``align`` is set."""
     if not config.align:
         return config
-    from . import distributed
-
     folders = {"path": run_dir / "aligned" / "train", "val_path": run_dir / "aligned" / "val"}
     if ctx.is_main:
         for key, folder in folders.items():
             if getattr(config, key):
                 align_folder(getattr(config, key), folder, size)
-    distributed.barrier(ctx)
+    barrier(ctx)
     changes = {key: str(folder) for key, folder in folders.items() if getattr(config, key)}
     return dataclasses.replace(config, **changes)
