@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..config import SDICConfig
-from .layers import BasicConv, EqualConv2d, scaled_leaky_relu
+from .layers import BasicConv, EqualConv2d, micro_batched, scaled_leaky_relu
 
 
 class _ScaledLeakyReLU(nn.Module):
@@ -43,7 +43,11 @@ class Affine1d(nn.Module):
 
 
 class DICN(nn.Module):
-    """Compensates the tap feature and the W+ code with the discrepancy map."""
+    """Compensates the tap feature and the W+ code with the discrepancy map.
+
+    At inference the samples go through one at a time (full-resolution
+    activations, as in DIPN).
+    """
 
     def __init__(self, config: SDICConfig) -> None:
         super().__init__()
@@ -87,6 +91,7 @@ class DICN(nn.Module):
         shift = shift.reshape(shift.shape[0], -1, self.style_dim)
         return self.aff1d(w, shift)
 
+    @micro_batched(1)
     def forward(
         self, discrepancy: torch.Tensor, tap: torch.Tensor, w: torch.Tensor,
     ) -> tuple[torch.Tensor, torch.Tensor]:

@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..config import DIPNConfig
-from .layers import BasicConv, IRUnit, bn_is_frozen, cached, fold_bn
+from .layers import BasicConv, IRUnit, bn_is_frozen, cached, fold_bn, micro_batched
 
 
 def _conv(cin: int, cout: int, stride: int = 1) -> BasicConv:
@@ -166,7 +166,9 @@ class HourglassFusion(nn.Module):
 class DIPN(nn.Module):
     """Predicts the discrepancy map between a photo and its initial reconstruction.
 
-    Both inputs are [B, 3, S, S] in [-1, 1] at the encoder's input size S.
+    Both inputs are [B, 3, S, S] in [-1, 1] at the encoder's input size S. At
+    inference the samples go through one at a time: the descriptor volumes are
+    tens of MB per sample at S = 256, so batching them only adds memory traffic.
     """
 
     def __init__(self, config: DIPNConfig) -> None:
@@ -189,7 +191,10 @@ class DIPN(nn.Module):
         self.rgb = nn.Sequential(IRUnit(head, 3, 1, se=False), IRUnit(3, 3, 1, se=False),
                                  IRUnit(3, 3, 1, se=False))
 
+    @micro_batched(1)
     def forward(self, image: torch.Tensor, reconstruction: torch.Tensor) -> torch.Tensor:
+        image = image.contiguous(memory_format=torch.channels_last)
+        reconstruction = reconstruction.contiguous(memory_format=torch.channels_last)
         photo_levels = self.feature_up(self.feature1(image))
         recon_levels = self.feature_up(self.feature2(reconstruction))
         descriptors = [self.desc(self.conv(levels[0])) for levels in (photo_levels, recon_levels)]

@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..config import GeneratorConfig
-from .layers import SQRT2, EqualLinear, FusedLeakyReLU, PixelNorm, fir_kernel, upfirdn2d
+from .layers import SQRT2, EqualLinear, FusedLeakyReLU, PixelNorm, fir_kernel, micro_batched, upfirdn2d
 
 
 def _fp32(x: torch.Tensor) -> torch.autocast:
@@ -258,6 +258,7 @@ class Generator(nn.Module):
             feature = self.convs[2 * j](x, w[:, 1 + 2 * j], noise[2 * j + 1])
         return TapState(feature, skip)
 
+    @micro_batched(1)
     def from_tap(
         self, w: torch.Tensor, feature: torch.Tensor, skip: torch.Tensor,
         noise: list[torch.Tensor] | None = None,
@@ -269,15 +270,6 @@ class Generator(nn.Module):
         full-resolution feature map is ever concatenated across the batch.
         """
         noise = noise if noise is not None else self.fixed_noise()
-        batch = w.shape[0]
-        if batch > 1 and not torch.is_grad_enabled():
-            def sample(n: torch.Tensor, b: int) -> torch.Tensor:
-                return n[b: b + 1] if n.shape[0] == batch else n
-
-            return torch.cat([
-                self.from_tap(w[b: b + 1], feature[b: b + 1], sample(skip, b), [sample(n, b) for n in noise])
-                for b in range(batch)
-            ])
         x = feature.contiguous(memory_format=torch.channels_last)
         for j in range(self.tap_block, len(self.to_rgbs)):
             i = 1 + 2 * j

@@ -7,7 +7,10 @@ Parameter names follow the authors' checkpoints, which is what lets
 
 from __future__ import annotations
 
+import functools
 import math
+from collections.abc import Callable
+from typing import TypeVar
 
 import torch
 import torch.nn.functional as F
@@ -63,6 +66,55 @@ def upfirdn2d(
         hh, ww = x.shape[-2:]
         x = x[..., max(-p0, 0): hh - max(-p1, 0), max(-p0, 0): ww - max(-p1, 0)]
     return F.conv2d(x, weight, bias, stride=down, groups=c)
+
+
+_Forward = TypeVar("_Forward", bound=Callable)
+
+
+def _split(value: object, batch: int, start: int, stop: int) -> object:
+    """``value`` cut to samples ``start:stop`` where it carries the batch (tensors, lists of them)."""
+    if isinstance(value, torch.Tensor):
+        return value[start:stop] if value.ndim and value.shape[0] == batch else value
+    if isinstance(value, (list, tuple)):
+        return type(value)(_split(v, batch, start, stop) for v in value)
+    return value
+
+
+def _join(parts: list) -> object:
+    if isinstance(parts[0], torch.Tensor):
+        return torch.cat(parts)
+    return type(parts[0])(_join(list(group)) for group in zip(*parts))
+
+
+def micro_batched(size: int) -> Callable[[_Forward], _Forward]:
+    """Decorator: at inference, ``forward`` runs on chunks of at most ``size`` samples.
+
+    For networks whose activations per sample are large (tens of MB at 128-256 px):
+    batching them gains no arithmetic efficiency on a CPU but multiplies the
+    working set, which then spills the caches and, above glibc's mmap threshold
+    (32 MB), is page-faulted in afresh on every call. The first argument decides
+    the batch size; arguments (and items of list arguments) whose first dimension
+    equals it are split, the others passed whole. While autograd records, the
+    batch is passed whole (training wants one large batch).
+    """
+
+    def decorate(forward: _Forward) -> _Forward:
+        @functools.wraps(forward)
+        def run(self: nn.Module, first: torch.Tensor, *args: object, **kwargs: object) -> object:
+            batch = first.shape[0]
+            if batch <= size or torch.is_grad_enabled():
+                return forward(self, first, *args, **kwargs)
+            parts = []
+            for start in range(0, batch, size):
+                stop = min(start + size, batch)
+                chunk_args = _split((first, *args), batch, start, stop)
+                chunk_kwargs = {k: _split(v, batch, start, stop) for k, v in kwargs.items()}
+                parts.append(forward(self, *chunk_args, **chunk_kwargs))
+            return _join(parts)
+
+        return run  # type: ignore[return-value]
+
+    return decorate
 
 
 def scaled_leaky_relu(x: torch.Tensor, slope: float = 0.2) -> torch.Tensor:
