@@ -15,12 +15,18 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..config import GeneratorConfig
-from .layers import SQRT2, EqualLinear, FusedLeakyReLU, PixelNorm, fir_kernel, micro_batched, upfirdn2d
+from .layers import SQRT2, EqualLinear, FusedLeakyReLU, PixelNorm, cached, fir_kernel, micro_batched, upfirdn2d
 
 
 def _fp32(x: torch.Tensor) -> torch.autocast:
     """A region where autocast is off: styles, demodulation and the RGB skip stay in fp32."""
     return torch.autocast(x.device.type, enabled=False)
+
+
+def _compute_dtype(x: torch.Tensor) -> torch.dtype:
+    """The dtype a convolution on ``x`` runs in here (autocast's, where it is on)."""
+    device = x.device.type
+    return torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else x.dtype
 
 
 class ModulatedConv2d(nn.Module):
@@ -67,21 +73,24 @@ class ModulatedConv2d(nn.Module):
         self, x: torch.Tensor, w: torch.Tensor, bias: torch.Tensor | None = None, gain: float = 1.0,
     ) -> torch.Tensor:
         batch = x.shape[0]
+        dtype = _compute_dtype(x)
+        weight = self.weight[0]
+        per_sample = weight.numel() <= x[0].numel() and not torch.is_grad_enabled()
         with _fp32(x):
             style = self.modulation(w.float())  # [B, in]
-            weight = self.weight[0]
             if self.demodulate:
-                energy = weight.pow(2).sum(dim=(2, 3))  # [out, in]
+                energy = cached(self, "energy", (self.weight,), lambda: weight.pow(2).sum(dim=(2, 3)))  # [out, in]
                 demod = torch.rsqrt(style.pow(2) @ energy.t() * self.scale**2 + 1e-8)  # [B, out]
             else:
                 demod = style.new_ones(batch, weight.shape[0])
-            per_sample = weight.numel() <= x[0].numel() and not torch.is_grad_enabled()
             if per_sample:
                 coef = demod[:, :, None] * style[:, None, :] * (self.scale * gain)  # [B, out, in]
                 weights = weight[None] * coef[:, :, :, None, None]
             else:
-                x = x * style[:, :, None, None].to(x.dtype)
-                weights = (weight * (self.scale * gain))[None]
+                x = x * (style * (self.scale * gain))[:, :, None, None].to(x.dtype)
+                if dtype != weight.dtype:  # cast once, not on every call
+                    weight = cached(self, f"weight_{dtype}", (self.weight,), lambda: self.weight[0].to(dtype))
+                weights = weight[None]
         if per_sample:
             outs = [self._conv(x[b: b + 1], weights[b], bias) for b in range(batch)]
             return outs[0] if batch == 1 else torch.cat(outs)
