@@ -132,6 +132,46 @@ def psnr(a, b) -> float:
     return float(10 * torch.log10(1.0 / ((a - b) ** 2).mean()))
 
 
+def _timed(fn, *args, **kwargs) -> float:
+    start = time.perf_counter()
+    fn(*args, **kwargs)
+    return time.perf_counter() - start
+
+
+def measure_in_process(model, reference_cls, batches, precisions, repeats: int, quick: bool):
+    """Interleaved timings of the baseline and every configuration, and the bf16 quality.
+
+    Returns ({"reference": [s], "ours": {(precision, batch): [s per image]},
+    "edit_ratio": [edit / inversion]}, {"image" | "initial_image" | "edit": PSNR dB}).
+    """
+    reference = reference_cls(model)
+    inputs = {b: face_batch(b) for b in batches}
+    # warm-up (first calls build oneDNN kernels and the folded-weight caches); the
+    # warm-up outputs give the bf16-vs-fp32 quality
+    fp32 = model.invert(inputs[1], precision="fp32")
+    bf16 = model.invert(inputs[1], precision="bf16")
+    if not quick:
+        reference.invert(inputs[1])
+
+    configurations = [(p, b) for p in precisions for b in batches]
+    timings: dict = {"reference": [], "ours": {c: [] for c in configurations}, "edit_ratio": []}
+    for repeat in range(repeats):
+        timings["reference"].append(_timed(reference.invert, inputs[1]))
+        # a different configuration comes first after the baseline in every repeat, so
+        # that no configuration always runs in the state the baseline leaves behind
+        shift = repeat % len(configurations)
+        for p, b in configurations[shift:] + configurations[:shift]:
+            timings["ours"][(p, b)].append(_timed(model.invert, inputs[b], precision=p) / b)
+        edit = _timed(model.edit, fp32, "age", 3.0)
+        timings["edit_ratio"].append(edit / timings["ours"][("fp32", 1)][-1])
+
+    quality = {"image": psnr(fp32.image, bf16.image), "initial_image": psnr(fp32.initial_image, bf16.initial_image)}
+    edit32 = model.edit(fp32, "age", 3.0)
+    edit16 = model.edit(bf16, "age", 3.0, precision="bf16")
+    quality["edit"] = psnr(edit32.image, edit16.image)
+    return timings, quality
+
+
 def main(args: argparse.Namespace) -> None:
     import torch
 
@@ -146,42 +186,10 @@ def main(args: argparse.Namespace) -> None:
     checkpoint = checkpoint_path(Path(args.cache))
     load_before = os.getloadavg()
 
-    model = sdic.load(checkpoint)
-    reference = ReferenceSDIC(model)
-    inputs = {b: face_batch(b) for b in batches}
-
-    def timed(fn) -> float:
-        t = time.perf_counter()
-        fn()
-        return time.perf_counter() - t
-
-    # warm-up (first calls build oneDNN kernels and the folded-weight caches); the
-    # warm-up outputs give the bf16-vs-fp32 quality
-    fp32 = model.invert(inputs[1], precision="fp32")
-    bf16 = model.invert(inputs[1], precision="bf16")
-    if not args.quick:
-        reference.invert(inputs[1])
-
-    ref_times: list[float] = []
-    ours: dict[tuple[str, int], list[float]] = {(p, b): [] for p in precisions for b in batches}
-    edit_ratio: list[float] = []
-    configurations = list(ours)
-    for repeat in range(repeats):
-        ref_times.append(timed(lambda: reference.invert(inputs[1])))
-        # a different configuration comes first after the baseline in every repeat, so
-        # that no configuration always runs in the state the baseline leaves behind
-        shift = repeat % len(configurations)
-        for p, b in configurations[shift:] + configurations[:shift]:
-            ours[(p, b)].append(timed(lambda: model.invert(inputs[b], precision=p)) / b)
-        edit_ratio.append(timed(lambda: model.edit(fp32, "age", 3.0)) / ours[("fp32", 1)][-1])
-    ref = statistics.median(ref_times)
-
-    quality = {"image": psnr(fp32.image, bf16.image), "initial_image": psnr(fp32.initial_image, bf16.initial_image)}
-    edit32 = model.edit(fp32, "age", 3.0)
-    edit16 = model.edit(bf16, "age", 3.0, precision="bf16")
-    quality["edit"] = psnr(edit32.image, edit16.image)
+    timings, quality = measure_in_process(sdic.load(checkpoint), ReferenceSDIC, batches, precisions, repeats, args.quick)
     load_after = os.getloadavg()
-    del model, reference, fp32, bf16, edit32, edit16
+    ref = statistics.median(timings["reference"])
+    ours = timings["ours"]
 
     rss = {}
     for p in precisions:
@@ -195,7 +203,7 @@ def main(args: argparse.Namespace) -> None:
             rows.append((p, b, t, 1.0 / t, t / ref, rss[(p, b)]["peak_rss_mb"] / 1024))
     startup = rss[("fp32", 1)]
     report = {
-        "rows": rows, "reference_s_per_image": ref, "edit_ratio": statistics.median(edit_ratio),
+        "rows": rows, "reference_s_per_image": ref, "edit_ratio": statistics.median(timings["edit_ratio"]),
         "startup": startup, "psnr_bf16": quality, "threads": torch.get_num_threads(),
         "loadavg": (load_before, load_after), "repeats": repeats,
     }

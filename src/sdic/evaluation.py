@@ -180,7 +180,11 @@ def fid_scores(outputs: dict[str, list[torch.Tensor]], reference: torch.Tensor |
                device: torch.device) -> dict[str, float]:
     """FID of each stage's outputs against the reference (inputs, a folder or an .npz of mu/sigma)."""
     from .metrics import (
-        InceptionFeatures, compute_features, feature_statistics, fid_from_features, frechet_distance,
+        InceptionFeatures,
+        compute_features,
+        feature_statistics,
+        fid_from_features,
+        frechet_distance,
         load_statistics,
     )
 

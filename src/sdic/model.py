@@ -16,7 +16,6 @@ from __future__ import annotations
 import contextlib
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Union
 
 import torch
 import torch.nn.functional as F
@@ -27,7 +26,7 @@ from . import editing, images
 from .config import SDICConfig
 from .networks import DICN, DIPN, Encoder4Editing, Generator
 
-ImageInput = Union[torch.Tensor, Image.Image, str, Path, list]
+ImageInput = torch.Tensor | Image.Image | str | Path | list
 
 PRECISIONS = ("fp32", "bf16")
 

@@ -33,7 +33,8 @@ def _split(args: argparse.Namespace) -> tuple[str | None, list[str]]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..training import NonFiniteLossError, config as training_config, train
+    from ..training import NonFiniteLossError, train
+    from ..training import config as training_config
 
     path, overrides = _split(args)
     config = training_config.load(args.stage, path, overrides)

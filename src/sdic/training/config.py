@@ -177,7 +177,7 @@ class SDICTrainConfig:
 
 
 CONFIG_CLASSES: dict[str, type] = {"stylegan2": StyleGAN2Config, "e4e": E4EConfig, "sdic": SDICTrainConfig}
-TrainConfig = Union[StyleGAN2Config, E4EConfig, SDICTrainConfig]
+TrainConfig = StyleGAN2Config | E4EConfig | SDICTrainConfig
 
 
 # ------------------------------------------------------------- building
