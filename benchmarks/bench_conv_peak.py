@@ -22,10 +22,9 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from benchmarks.bench_inference import machine
+from benchmarks.bench_inference import machine, write_docs
 
 GFLOP_PER_INVERSION = 587.0
-BEGIN, END = "<!-- peak:begin -->", "<!-- peak:end -->"
 
 
 def conv_rate(dtype: torch.dtype, channels_last: bool, repeats: int = 7) -> float:
@@ -64,16 +63,6 @@ def report(threads: int) -> str:
     ])
 
 
-def write_docs(path: Path, text: str) -> None:
-    block = f"{BEGIN}\n{text}\n{END}"
-    old = path.read_text() if path.exists() else "# Performance\n"
-    if BEGIN in old:
-        new = old[: old.index(BEGIN)] + block + old[old.index(END) + len(END):]
-    else:
-        new = old.rstrip("\n") + "\n\n" + block + "\n"
-    path.write_text(new)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--threads", type=int, default=0, help="torch threads (default: torch's choice)")
@@ -84,7 +73,7 @@ def main() -> None:
     text = report(torch.get_num_threads())
     print(text)
     if args.write:
-        write_docs(Path(args.write), text)
+        write_docs(Path(args.write), text, name="peak")
 
 
 if __name__ == "__main__":

@@ -244,14 +244,15 @@ def format_report(r: dict, args: argparse.Namespace) -> str:
     return "\n".join(lines)
 
 
-def write_docs(path: Path, text: str) -> None:
-    begin, end = "<!-- bench:begin -->", "<!-- bench:end -->"
+def write_docs(path: Path, text: str, name: str = "bench") -> None:
+    """Put ``text`` between the ``<!-- {name}:begin/end -->`` markers of ``path`` (appended if absent)."""
+    begin, end = f"<!-- {name}:begin -->", f"<!-- {name}:end -->"
     block = f"{begin}\n{text}\n{end}"
-    if path.exists() and begin in path.read_text():
-        old = path.read_text()
+    old = path.read_text() if path.exists() else "# Performance\n"
+    if begin in old:
         new = old[: old.index(begin)] + block + old[old.index(end) + len(end):]
     else:
-        new = (path.read_text() + "\n\n" if path.exists() else "# Performance\n\n") + block + "\n"
+        new = old.rstrip("\n") + "\n\n" + block + "\n"
     path.write_text(new)
 
 
