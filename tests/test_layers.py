@@ -56,3 +56,13 @@ def test_small_batches_are_not_split():
     with torch.no_grad():
         module(x, scale, extras, shared=shared)
     assert module.seen == [3]
+
+
+def test_other_devices_get_the_whole_batch():
+    """Accelerators gain from batching: no chunks off the CPU (meta stands in for a GPU)."""
+    module = _Recorder().to("meta")
+    x, scale, extras, shared = (t.to("meta") if isinstance(t, torch.Tensor) else [e.to("meta") for e in t]
+                                for t in _inputs(8))
+    with torch.no_grad():
+        module(x, scale, extras, shared=shared)
+    assert module.seen == [8]

@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..config import GeneratorConfig
-from .layers import SQRT2, EqualLinear, FusedLeakyReLU, PixelNorm, cached, fir_kernel, micro_batched, upfirdn2d
+from .layers import SQRT2, EqualLinear, FusedLeakyReLU, PixelNorm, cached, fir_kernel, micro_batched, splits_batches, upfirdn2d
 
 
 def _fp32(x: torch.Tensor) -> torch.autocast:
@@ -36,7 +36,8 @@ class ModulatedConv2d(nn.Module):
     authors' weight-modulated grouped convolution up to float round-off):
 
     * per sample (at inference, when the weight is smaller than one sample's
-      input, i.e. from the 64x64 blocks up and always for the 1x1 to-RGB convs): the style and
+      input, i.e. from the 64x64 blocks up and always for the 1x1 to-RGB convs;
+      on GPUs only for a single sample, see ``splits_batches``): the style and
       the demodulation are folded into the weight, one plain convolution per
       sample, nothing extra is touched at full resolution;
     * batched (small feature maps with 512x512x3x3 weights, and always when
@@ -75,7 +76,8 @@ class ModulatedConv2d(nn.Module):
         batch = x.shape[0]
         dtype = _compute_dtype(x)
         weight = self.weight[0]
-        per_sample = weight.numel() <= x[0].numel() and not torch.is_grad_enabled()
+        per_sample = (weight.numel() <= x[0].numel() and not torch.is_grad_enabled()
+                      and (batch == 1 or splits_batches(x.device)))
         with _fp32(x):
             style = self.modulation(w.float())  # [B, in]
             if self.demodulate:

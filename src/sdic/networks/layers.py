@@ -86,23 +86,32 @@ def _join(parts: list) -> object:
     return type(parts[0])(_join(list(group)) for group in zip(*parts))
 
 
-def micro_batched(size: int) -> Callable[[_Forward], _Forward]:
-    """Decorator: at inference, ``forward`` runs on chunks of at most ``size`` samples.
+def splits_batches(device: torch.device) -> bool:
+    """Whether inference on ``device`` runs large-activation layers one sample at a time.
 
-    For networks whose activations per sample are large (tens of MB at 128-256 px):
-    batching them gains no arithmetic efficiency on a CPU but multiplies the
-    working set, which then spills the caches and, above glibc's mmap threshold
-    (32 MB), is page-faulted in afresh on every call. The first argument decides
-    the batch size; arguments (and items of list arguments) whose first dimension
-    equals it are split, the others passed whole. While autograd records, the
-    batch is passed whole (training wants one large batch).
+    True on CPUs: there one sample's activations (tens of MB at 128-1024 px)
+    already make large matrix products, and batching them only multiplies the
+    working set, which spills the caches and is page-faulted in afresh. GPUs
+    gain from batching, and there the batch size is the user's memory budget.
+    """
+    return device.type == "cpu"
+
+
+def micro_batched(size: int) -> Callable[[_Forward], _Forward]:
+    """Decorator: at CPU inference, ``forward`` runs on chunks of at most ``size`` samples.
+
+    For networks with large activations per sample (see :func:`splits_batches`).
+    The first argument decides the batch size; arguments (and items of list
+    arguments) whose first dimension equals it are split, the others passed
+    whole. While autograd records the batch is passed whole (training wants
+    one large batch), and on other devices too.
     """
 
     def decorate(forward: _Forward) -> _Forward:
         @functools.wraps(forward)
         def run(self: nn.Module, first: torch.Tensor, *args: object, **kwargs: object) -> object:
             batch = first.shape[0]
-            if batch <= size or torch.is_grad_enabled():
+            if batch <= size or torch.is_grad_enabled() or not splits_batches(first.device):
                 return forward(self, first, *args, **kwargs)
             parts = []
             for start in range(0, batch, size):
