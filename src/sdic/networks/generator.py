@@ -15,7 +15,17 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..config import GeneratorConfig
-from .layers import SQRT2, EqualLinear, FusedLeakyReLU, PixelNorm, cached, fir_kernel, micro_batched, splits_batches, upfirdn2d
+from .layers import (
+    SQRT2,
+    EqualLinear,
+    FusedLeakyReLU,
+    PixelNorm,
+    cached,
+    fir_kernel,
+    micro_batched,
+    splits_batches,
+    upfirdn2d,
+)
 
 
 def _fp32(x: torch.Tensor) -> torch.autocast:
