@@ -8,14 +8,16 @@ for fp32 and bf16 at batch 1/4/8:
 * the ratio against the reference-semantics baseline (``reference_ops.py``:
   the authors' operations, fp32, batch 1) timed in the same process,
   interleaved with our runs (the machine is shared, so only ratios measured
-  side by side mean something),
+  side by side mean something); each precision is timed in a process of its
+  own, as a user runs one (mixing precisions and the baseline's very large
+  temporaries in one process changes what the allocator hands back),
 * peak resident memory of a fresh subprocess that loads the checkpoint and
   runs one inversion in that configuration,
 
 plus the cost of ``model.edit(inv, "age", 3)`` relative to an inversion, the
 load + first-inference time of a fresh process, and the bf16-vs-fp32 PSNR.
 
-    python -m benchmarks.bench_inference            # full table (~10-20 min)
+    python -m benchmarks.bench_inference            # full table (~10 min)
     python -m benchmarks.bench_inference --quick    # batch 1 only, < 3 min
     python -m benchmarks.bench_inference --write docs/performance.md
 
@@ -138,38 +140,62 @@ def _timed(fn, *args, **kwargs) -> float:
     return time.perf_counter() - start
 
 
-def measure_in_process(model, reference_cls, batches, precisions, repeats: int, quick: bool):
-    """Interleaved timings of the baseline and every configuration, and the bf16 quality.
+def measure_in_process(model, reference_cls, batches, precision: str, repeats: int) -> dict:
+    """Interleaved timings of the baseline and of ``precision`` at every batch size.
 
-    Returns ({"reference": [s], "ours": {(precision, batch): [s per image]},
-    "edit_ratio": [edit / inversion]}, {"image" | "initial_image" | "edit": PSNR dB}).
+    Returns {"reference": [s], "ours": {batch: [s per image]}, "edit_ratio": [edit / inversion]}.
     """
     reference = reference_cls(model)
     inputs = {b: face_batch(b) for b in batches}
-    # warm-up (first calls build oneDNN kernels and the folded-weight caches); the
-    # warm-up outputs give the bf16-vs-fp32 quality
-    fp32 = model.invert(inputs[1], precision="fp32")
-    bf16 = model.invert(inputs[1], precision="bf16")
-    if not quick:
-        reference.invert(inputs[1])
-
-    configurations = [(p, b) for p in precisions for b in batches]
-    timings: dict = {"reference": [], "ours": {c: [] for c in configurations}, "edit_ratio": []}
+    # warm-up: the first calls build oneDNN kernels and the folded-weight caches
+    inversion = model.invert(inputs[1], precision=precision)
+    reference.invert(inputs[1])
+    timings: dict = {"reference": [], "ours": {b: [] for b in batches}, "edit_ratio": []}
     for repeat in range(repeats):
         timings["reference"].append(_timed(reference.invert, inputs[1]))
-        # a different configuration comes first after the baseline in every repeat, so
-        # that no configuration always runs in the state the baseline leaves behind
-        shift = repeat % len(configurations)
-        for p, b in configurations[shift:] + configurations[:shift]:
-            timings["ours"][(p, b)].append(_timed(model.invert, inputs[b], precision=p) / b)
-        edit = _timed(model.edit, fp32, "age", 3.0)
-        timings["edit_ratio"].append(edit / timings["ours"][("fp32", 1)][-1])
+        # a different batch size comes first after the baseline in every repeat, so
+        # that none always runs in the state the baseline leaves behind
+        shift = repeat % len(batches)
+        for b in batches[shift:] + batches[:shift]:
+            timings["ours"][b].append(_timed(model.invert, inputs[b], precision=precision) / b)
+        edit = _timed(model.edit, inversion, "age", 3.0, precision=precision)
+        timings["edit_ratio"].append(edit / timings["ours"][1][-1])
+    return timings
 
-    quality = {"image": psnr(fp32.image, bf16.image), "initial_image": psnr(fp32.initial_image, bf16.initial_image)}
+
+def timing_child(args: argparse.Namespace) -> None:
+    """Fresh process for one precision: the interleaved timings as JSON."""
+    import torch
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    import sdic
+    from benchmarks.reference_ops import ReferenceSDIC
+
+    batches = [int(b) for b in args.batches.split(",")]
+    timings = measure_in_process(sdic.load(args.checkpoint), ReferenceSDIC, batches, args.precision, args.repeats)
+    print(json.dumps(timings))
+
+
+def run_timing_child(checkpoint: Path, precision: str, batches: list[int], repeats: int, threads: int) -> dict:
+    command = [sys.executable, "-m", "benchmarks.bench_inference", "--timing-child", "--checkpoint", str(checkpoint),
+               "--precision", precision, "--batches", ",".join(map(str, batches)), "--repeats", str(repeats)]
+    if threads:
+        command += ["--threads", str(threads)]
+    out = subprocess.run(command, capture_output=True, text=True, check=True, cwd=ROOT).stdout
+    timings = json.loads(out.strip().splitlines()[-1])
+    timings["ours"] = {int(b): v for b, v in timings["ours"].items()}
+    return timings
+
+
+def bf16_quality(model) -> dict[str, float]:
+    """PSNR of bf16 against fp32: inversion, initial image, age +3 edit."""
+    x = face_batch(1)
+    fp32, bf16 = model.invert(x, precision="fp32"), model.invert(x, precision="bf16")
     edit32 = model.edit(fp32, "age", 3.0)
     edit16 = model.edit(bf16, "age", 3.0, precision="bf16")
-    quality["edit"] = psnr(edit32.image, edit16.image)
-    return timings, quality
+    return {"image": psnr(fp32.image, bf16.image), "initial_image": psnr(fp32.initial_image, bf16.initial_image),
+            "edit": psnr(edit32.image, edit16.image)}
 
 
 def main(args: argparse.Namespace) -> None:
@@ -178,7 +204,6 @@ def main(args: argparse.Namespace) -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     import sdic
-    from benchmarks.reference_ops import ReferenceSDIC
 
     batches = [1] if args.quick else [1, 4, 8]
     precisions = ["fp32", "bf16"]
@@ -186,10 +211,11 @@ def main(args: argparse.Namespace) -> None:
     checkpoint = checkpoint_path(Path(args.cache))
     load_before = os.getloadavg()
 
-    timings, quality = measure_in_process(sdic.load(checkpoint), ReferenceSDIC, batches, precisions, repeats, args.quick)
+    # one process per precision (as a user runs one), each with its own interleaved baseline
+    timings = {p: run_timing_child(checkpoint, p, batches, repeats, args.threads) for p in precisions}
     load_after = os.getloadavg()
-    ref = statistics.median(timings["reference"])
-    ours = timings["ours"]
+    quality = bf16_quality(sdic.load(checkpoint))
+    refs = {p: statistics.median(timings[p]["reference"]) for p in precisions}
 
     rss = {}
     for p in precisions:
@@ -199,11 +225,11 @@ def main(args: argparse.Namespace) -> None:
     rows = []
     for p in precisions:
         for b in batches:
-            t = statistics.median(ours[(p, b)])
-            rows.append((p, b, t, 1.0 / t, t / ref, rss[(p, b)]["peak_rss_mb"] / 1024))
+            t = statistics.median(timings[p]["ours"][b])
+            rows.append((p, b, t, 1.0 / t, t / refs[p], rss[(p, b)]["peak_rss_mb"] / 1024))
     startup = rss[("fp32", 1)]
     report = {
-        "rows": rows, "reference_s_per_image": ref, "edit_ratio": statistics.median(timings["edit_ratio"]),
+        "rows": rows, "reference_s_per_image": refs, "edit_ratio": statistics.median(timings["fp32"]["edit_ratio"]),
         "startup": startup, "psnr_bf16": quality, "threads": torch.get_num_threads(),
         "loadavg": (load_before, load_after), "repeats": repeats,
     }
@@ -222,8 +248,8 @@ def format_report(r: dict, args: argparse.Namespace) -> str:
         f"Date: {time.strftime('%Y-%m-%d %H:%M %Z')}; load average before/after "
         f"{r['loadavg'][0][0]:.1f}/{r['loadavg'][1][0]:.1f}; medians of {r['repeats']} interleaved runs, the order rotated each repeat",
         "",
-        f"Reference-semantics baseline (authors' operations, fp32, batch 1): "
-        f"{r['reference_s_per_image']:.2f} s per image",
+        "Reference-semantics baseline (authors' operations, fp32, batch 1), timed in each precision's "
+        "process: " + ", ".join(f"{s:.2f} s per image beside {p}" for p, s in r["reference_s_per_image"].items()),
         "",
         "| precision | batch | s / image | images / s | ratio vs reference | peak RSS (GB) |",
         "| --- | ---: | ---: | ---: | ---: | ---: |",
@@ -267,10 +293,17 @@ def parse() -> argparse.Namespace:
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--checkpoint", default="", help=argparse.SUPPRESS)
     parser.add_argument("--batch", type=int, default=1, help=argparse.SUPPRESS)
+    parser.add_argument("--timing-child", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--batches", default="1", help=argparse.SUPPRESS)
     parser.add_argument("--precision", default="fp32", help=argparse.SUPPRESS)
     return parser.parse_args()
 
 
 if __name__ == "__main__":
     arguments = parse()
-    child(arguments) if arguments.child else main(arguments)
+    if arguments.child:
+        child(arguments)
+    elif arguments.timing_child:
+        timing_child(arguments)
+    else:
+        main(arguments)
