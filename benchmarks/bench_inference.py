@@ -225,8 +225,10 @@ def main(args: argparse.Namespace) -> None:
     rows = []
     for p in precisions:
         for b in batches:
-            t = statistics.median(timings[p]["ours"][b])
-            rows.append((p, b, t, 1.0 / t, t / refs[p], rss[(p, b)]["peak_rss_mb"] / 1024))
+            runs = timings[p]["ours"][b]
+            t = statistics.median(runs)
+            spread = f"{min(runs):.2f}-{max(runs):.2f}"
+            rows.append((p, b, t, spread, 1.0 / t, t / refs[p], rss[(p, b)]["peak_rss_mb"] / 1024))
     startup = rss[("fp32", 1)]
     report = {
         "rows": rows, "reference_s_per_image": refs, "edit_ratio": statistics.median(timings["fp32"]["edit_ratio"]),
@@ -251,11 +253,11 @@ def format_report(r: dict, args: argparse.Namespace) -> str:
         "Reference-semantics baseline (authors' operations, fp32, batch 1), timed in each precision's "
         "process: " + ", ".join(f"{s:.2f} s per image beside {p}" for p, s in r["reference_s_per_image"].items()),
         "",
-        "| precision | batch | s / image | images / s | ratio vs reference | peak RSS (GB) |",
-        "| --- | ---: | ---: | ---: | ---: | ---: |",
+        "| precision | batch | s / image | fastest-slowest run | images / s | ratio vs reference | peak RSS (GB) |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
-    for p, b, t, ips, ratio, gb in r["rows"]:
-        lines.append(f"| {p} | {b} | {t:.2f} | {ips:.3f} | {ratio:.3f} | {gb:.2f} |")
+    for p, b, t, spread, ips, ratio, gb in r["rows"]:
+        lines.append(f"| {p} | {b} | {t:.2f} | {spread} | {ips:.3f} | {ratio:.3f} | {gb:.2f} |")
     s = r["startup"]
     q = r["psnr_bf16"]
     lines += [
