@@ -103,7 +103,9 @@ def child(args: argparse.Namespace) -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     import sdic
+    from sdic.runtime import keep_freed_memory
 
+    keep_freed_memory()  # as the command line does
     imported = time.perf_counter()
     model = sdic.load(args.checkpoint)
     loaded = time.perf_counter()
@@ -171,7 +173,9 @@ def timing_child(args: argparse.Namespace) -> None:
         torch.set_num_threads(args.threads)
     import sdic
     from benchmarks.reference_ops import ReferenceSDIC
+    from sdic.runtime import keep_freed_memory
 
+    keep_freed_memory()  # as the command line does
     batches = [int(b) for b in args.batches.split(",")]
     timings = measure_in_process(sdic.load(args.checkpoint), ReferenceSDIC, batches, args.precision, args.repeats)
     print(json.dumps(timings))

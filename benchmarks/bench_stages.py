@@ -63,7 +63,13 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=4)
     parser.add_argument("--threads", type=int, default=0, help="torch threads (default: torch's choice)")
     parser.add_argument("--cache", default=str(Path.home() / ".cache" / "sdic-bench"))
+    parser.add_argument("--glibc-defaults", action="store_true",
+                        help="leave the allocator as it is (the CLI applies sdic.runtime.keep_freed_memory)")
     args = parser.parse_args()
+    if not args.glibc_defaults:
+        from sdic.runtime import keep_freed_memory
+
+        keep_freed_memory()
     if args.threads:
         torch.set_num_threads(args.threads)
     import sdic
@@ -80,7 +86,8 @@ def main() -> None:
 
     info = machine()
     print(f"Machine: {info['cpu']}, {info['cores']} CPUs ({info.get('isa', '')}); torch {torch.__version__}, "
-          f"{torch.get_num_threads()} threads; {args.precision}; {time.strftime('%Y-%m-%d %H:%M %Z')}")
+          f"{torch.get_num_threads()} threads; {args.precision}; "
+          f"allocator {'glibc defaults' if args.glibc_defaults else 'keep_freed_memory'}; {time.strftime('%Y-%m-%d %H:%M %Z')}")
     print("seconds per image: fastest of", args.repeats, "(median)")
     print("| batch | " + " | ".join(STAGES) + " | total |")
     print("| ---: |" + " ---: |" * (len(STAGES) + 1))

@@ -12,6 +12,7 @@ import sys
 
 from ..checkpoints import CheckpointError
 from ..images import ImageReadError
+from ..runtime import keep_freed_memory
 
 COMMAND_MODULES = ("inference", "convert", "evaluate", "demo", "train", "directions")
 
@@ -41,6 +42,7 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "run", None):
         parser.print_help()
         return 2
+    keep_freed_memory()  # the command owns the process: reuse memory instead of page-faulting it in
     try:
         return int(args.run(args) or 0)
     except (CheckpointError, ImageReadError, ValueError, FileNotFoundError) as error:
