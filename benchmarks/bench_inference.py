@@ -98,14 +98,9 @@ def machine() -> dict[str, str]:
 def child(args: argparse.Namespace) -> None:
     """Fresh process: import, load, one inversion; report times and peak RSS as JSON."""
     start = time.perf_counter()
-    import torch
-
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    _setup_child(args.threads)
     import sdic
-    from sdic.runtime import keep_freed_memory
 
-    keep_freed_memory()  # as the command line does
     imported = time.perf_counter()
     model = sdic.load(args.checkpoint)
     loaded = time.perf_counter()
@@ -118,13 +113,28 @@ def child(args: argparse.Namespace) -> None:
     }))
 
 
-def run_child(checkpoint: Path, batch: int, precision: str, threads: int | None) -> dict:
-    command = [sys.executable, "-m", "benchmarks.bench_inference", "--child", "--checkpoint", str(checkpoint),
-               "--batch", str(batch), "--precision", precision]
+def _setup_child(threads: int) -> None:
+    """Thread count and allocator of a fresh benchmark process, as the command line sets them."""
+    import torch
+
+    from sdic.runtime import keep_freed_memory
+
+    if threads:
+        torch.set_num_threads(threads)
+    keep_freed_memory()
+
+
+def _run_json(mode: str, checkpoint: Path, threads: int, *options: str) -> dict:
+    """Run this module in a fresh process in ``mode`` and return the JSON it prints last."""
+    command = [sys.executable, "-m", "benchmarks.bench_inference", mode, "--checkpoint", str(checkpoint), *options]
     if threads:
         command += ["--threads", str(threads)]
     out = subprocess.run(command, capture_output=True, text=True, check=True, cwd=ROOT).stdout
     return json.loads(out.strip().splitlines()[-1])
+
+
+def run_child(checkpoint: Path, batch: int, precision: str, threads: int) -> dict:
+    return _run_json("--child", checkpoint, threads, "--batch", str(batch), "--precision", precision)
 
 
 # ------------------------------------------------------------- main process
@@ -167,27 +177,18 @@ def measure_in_process(model, reference_cls, batches, precision: str, repeats: i
 
 def timing_child(args: argparse.Namespace) -> None:
     """Fresh process for one precision: the interleaved timings as JSON."""
-    import torch
-
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    _setup_child(args.threads)
     import sdic
     from benchmarks.reference_ops import ReferenceSDIC
-    from sdic.runtime import keep_freed_memory
 
-    keep_freed_memory()  # as the command line does
     batches = [int(b) for b in args.batches.split(",")]
     timings = measure_in_process(sdic.load(args.checkpoint), ReferenceSDIC, batches, args.precision, args.repeats)
     print(json.dumps(timings))
 
 
 def run_timing_child(checkpoint: Path, precision: str, batches: list[int], repeats: int, threads: int) -> dict:
-    command = [sys.executable, "-m", "benchmarks.bench_inference", "--timing-child", "--checkpoint", str(checkpoint),
-               "--precision", precision, "--batches", ",".join(map(str, batches)), "--repeats", str(repeats)]
-    if threads:
-        command += ["--threads", str(threads)]
-    out = subprocess.run(command, capture_output=True, text=True, check=True, cwd=ROOT).stdout
-    timings = json.loads(out.strip().splitlines()[-1])
+    timings = _run_json("--timing-child", checkpoint, threads, "--precision", precision,
+                        "--batches", ",".join(map(str, batches)), "--repeats", str(repeats))
     timings["ours"] = {int(b): v for b, v in timings["ours"].items()}
     return timings
 
