@@ -12,8 +12,9 @@ Quick start::
 from .api import load
 from .checkpoints import CheckpointError
 from .config import SDICConfig
+from .errors import SDICError
 from .model import Inversion, SDICModel
 
 __version__ = "0.1.0"
 
-__all__ = ["CheckpointError", "Inversion", "SDICConfig", "SDICModel", "__version__", "load"]
+__all__ = ["CheckpointError", "Inversion", "SDICConfig", "SDICError", "SDICModel", "__version__", "load"]

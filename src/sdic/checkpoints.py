@@ -25,6 +25,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from .config import GeneratorConfig, SDICConfig, cars, ffhq
+from .errors import SDICError
 
 FORMAT_NAME = "sdic"
 FORMAT_VERSION = "1"
@@ -39,7 +40,7 @@ UNUSED_PREFIXES = (
 )
 
 
-class CheckpointError(ValueError):
+class CheckpointError(SDICError, ValueError):
     """A checkpoint file is missing, corrupt, unsafe, of the wrong kind or does not fit."""
 
 

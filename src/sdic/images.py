@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
+from .errors import SDICError
 
 if TYPE_CHECKING:
     from .config import SDICConfig
@@ -24,7 +25,7 @@ if TYPE_CHECKING:
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff"}
 
 
-class ImageReadError(ValueError):
+class ImageReadError(SDICError, ValueError):
     """An input image could not be read."""
 
 

@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 from PIL import Image
+from ..errors import SDICError
 
 ImageLike = str | Path | Image.Image | np.ndarray
 
@@ -35,7 +36,7 @@ MOUTH_RIGHT = 54
 NOSE_TIP = 30
 
 
-class NoFaceFoundError(ValueError):
+class NoFaceFoundError(SDICError, ValueError):
     """The face detector found no face in an image."""
 
     def __init__(self, source: str) -> None:
@@ -46,7 +47,7 @@ class NoFaceFoundError(ValueError):
         self.source = source
 
 
-class MissingModelError(RuntimeError):
+class MissingModelError(SDICError, RuntimeError):
     """A package that carries required code or weights is not installed."""
 
 

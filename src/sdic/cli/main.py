@@ -10,8 +10,7 @@ import argparse
 import importlib
 import sys
 
-from ..checkpoints import CheckpointError
-from ..images import ImageReadError
+from ..errors import SDICError
 from ..runtime import keep_freed_memory
 
 COMMAND_MODULES = ("inference", "convert", "evaluate", "demo", "train", "directions")
@@ -45,7 +44,7 @@ def main(argv: list[str] | None = None) -> int:
     keep_freed_memory()  # the command owns the process: reuse memory instead of page-faulting it in
     try:
         return int(args.run(args) or 0)
-    except (CheckpointError, ImageReadError, ValueError, FileNotFoundError) as error:
+    except (SDICError, ValueError, FileNotFoundError) as error:
         print(f"sdic {args.command}: error: {error}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -25,9 +25,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from ..errors import SDICError
 
 
-class MissingWeightsError(FileNotFoundError):
+class MissingWeightsError(SDICError, FileNotFoundError):
     """Pretrained metric weights are not available; the message says how to install them."""
 
 

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any, Union
 
 from ..config import SDICConfig, preset
+from ..errors import SDICError
 
 STAGES = ("stylegan2", "e4e", "sdic")
 
@@ -181,7 +182,7 @@ TrainConfig = StyleGAN2Config | E4EConfig | SDICTrainConfig
 
 
 # ------------------------------------------------------------- building
-class ConfigError(ValueError):
+class ConfigError(SDICError, ValueError):
     """A configuration value or key is invalid."""
 
 

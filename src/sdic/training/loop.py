@@ -34,13 +34,14 @@ from .config import ConfigError, TrainConfig, dump_yaml, to_plain
 from .data import BatchStream, ImageFolder, aligned_config, build_datasets, frame_transform, validation_batches
 from .distributed import DistContext
 from .monitor import Monitor
+from ..errors import SDICError
 
 
-class NonFiniteLossError(RuntimeError):
+class NonFiniteLossError(SDICError, RuntimeError):
     """A loss term became NaN or infinite."""
 
 
-class ResumeError(ValueError):
+class ResumeError(SDICError, ValueError):
     """The run folder and the resume request do not fit together."""
 
 
