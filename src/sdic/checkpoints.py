@@ -22,10 +22,11 @@ from typing import Any
 
 import torch
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 
 from .config import GeneratorConfig, SDICConfig, cars, ffhq
 from .errors import SDICError
+from .files import save_safetensors
 
 FORMAT_NAME = "sdic"
 FORMAT_VERSION = "1"
@@ -211,18 +212,13 @@ def save_model(
     ``half`` stores the float32 tensors of at least ``HALF_MIN_NUMEL`` values as
     float16 (half the file; loading casts them back to float32).
     """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     if half:
         tensors = {k: v.half() if v.dtype == torch.float32 and v.numel() >= HALF_MIN_NUMEL else v
                    for k, v in tensors.items()}
     metadata = {"format": FORMAT_NAME, "format_version": FORMAT_VERSION, "kind": kind,
                 "config": config.to_json()}
-    tmp = path.with_name(path.name + ".tmp")
-    save_file(tensors, str(tmp), metadata=metadata)
-    tmp.replace(path)
-    return path
+    return save_safetensors(tensors, path, metadata)
 
 
 def read_native(path: str | Path) -> Checkpoint:

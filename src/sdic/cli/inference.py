@@ -11,6 +11,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from ..files import save_safetensors
 from ..model import PRECISIONS, Inversion, SDICModel
 from .inputs import Unit, batches, find_items, make_aligner, paste_faces, photos_in
 
@@ -55,9 +56,7 @@ def _save_arrays(path: Path, fmt: str, arrays: dict[str, torch.Tensor]) -> None:
     if fmt == "npz":
         np.savez(path.with_suffix(".npz"), **{k: v.numpy() for k, v in arrays.items()})
     else:
-        from safetensors.torch import save_file
-
-        save_file(arrays, str(path.with_suffix(".safetensors")))
+        save_safetensors(arrays, path.with_suffix(".safetensors"), durable=False)
 
 
 def _write(inv: Inversion, units: list[Unit], args: argparse.Namespace, suffix: str = "") -> None:

@@ -29,8 +29,10 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 from safetensors import safe_open
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 from torch import nn
+
+from ..files import save_safetensors
 
 FORMAT_NAME = "sdic-attribute-classifier"
 DEFAULT_ATTRIBUTES = (
@@ -164,14 +166,9 @@ def to_scores(raw: dict[str, torch.Tensor], config: ClassifierConfig) -> dict[st
 # ------------------------------------------------------------------ files
 def save_classifier(model: AttributeClassifier, path: str | Path, report: dict[str, Any] | None = None) -> Path:
     """Write weights as safetensors; metadata holds the JSON config (and the training report)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     metadata = {"format": FORMAT_NAME, "config": model.config.to_json(), "report": json.dumps(report or {})}
-    tmp = path.with_name(path.name + ".tmp")
-    save_file(tensors, str(tmp), metadata=metadata)
-    tmp.replace(path)
-    return path
+    return save_safetensors(tensors, path, metadata)
 
 
 def read_classifier_metadata(path: str | Path) -> dict[str, str]:

@@ -30,11 +30,12 @@ from typing import Any, Protocol
 
 import torch
 from safetensors import safe_open
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 from torch import nn
 
 from ..checkpoints import CheckpointError, infer_generator, load_into, read_checkpoint, torch_load
 from ..config import SDICConfig
+from ..files import save_safetensors
 from ..networks import Generator
 from .classifier import AttributeSpec, ClassifierConfig
 
@@ -180,11 +181,8 @@ def score_w(generator: GeneratorLike, scorer: Scorer, w: torch.Tensor, batch_siz
 
 def save_samples(path: str | Path, w: torch.Tensor, scores: dict[str, torch.Tensor], info: dict[str, Any]) -> Path:
     """Cache sampled codes and their scores (safetensors; ``info`` as JSON metadata)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     tensors = {"w": w.cpu().contiguous(), **{f"score.{k}": v.contiguous() for k, v in scores.items()}}
-    save_file(tensors, str(path), metadata={"info": json.dumps(info, sort_keys=True)})
-    return path
+    return save_safetensors(tensors, path, {"info": json.dumps(info, sort_keys=True)})
 
 
 def load_samples(path: str | Path, info: dict[str, Any]) -> tuple[torch.Tensor, dict[str, torch.Tensor]] | None:
@@ -329,12 +327,9 @@ def orthogonalize(primary: torch.Tensor, conditions: Sequence[torch.Tensor]) -> 
 # ------------------------------------------------------------------ direction files
 def save_direction(path: str | Path, direction: torch.Tensor, metadata: dict[str, Any]) -> Path:
     """One direction file: tensor ``direction`` [D] and metadata (strings; non-strings as JSON)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     text = {k: v if isinstance(v, str) else json.dumps(v) for k, v in metadata.items()}
     text["format"] = DIRECTION_FORMAT
-    save_file({"direction": direction.detach().float().cpu().reshape(-1).contiguous()}, str(path), metadata=text)
-    return path
+    return save_safetensors({"direction": direction.detach().float().cpu().reshape(-1).contiguous()}, path, text)
 
 
 def load_direction(path: str | Path) -> tuple[torch.Tensor, dict[str, Any]]:

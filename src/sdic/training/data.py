@@ -25,6 +25,7 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from ..config import SDICConfig
+from ..files import atomic_write
 from ..images import IMAGE_SUFFIXES, ImageReadError, content_rows_at, load_image, pil_to_tensor
 from .config import DataConfig
 from .distributed import DistContext, barrier
@@ -223,10 +224,7 @@ def align_folder(source: str | Path, target: Path, size: int) -> Path:
         except (ImageReadError, NoFaceFoundError) as error:
             warnings.warn(f"{file}: skipped for training ({error})", UnreadableImageWarning, stacklevel=2)
             continue
-        out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = out.with_name(out.name + ".tmp")  # not an image suffix: never listed as data
-        face.image.save(tmp, format="PNG")
-        tmp.replace(out)
+        atomic_write(out, lambda tmp, image=face.image: image.save(tmp, format="PNG"), durable=False)
     return target
 
 
