@@ -9,6 +9,7 @@ import torch
 from torch.overrides import TorchFunctionMode
 
 from .checkpoints import CheckpointError, load_into, read_checkpoint
+from .devices import resolve_device
 from .model import SDICModel
 
 BUNDLED_MODELS: dict[str, str] = {"default": "faces64.safetensors"}  # name -> file in sdic/data/models (docs/default_model.md)
@@ -30,6 +31,7 @@ def load(
     ``precision`` ("fp32" or "bf16") is the model's default for ``invert`` and
     ``edit`` (bf16: autocast on ``device``); the weights stay fp32 either way.
     """
+    device = resolve_device(device)  # before reading a large file for a device that does not exist
     path = _bundled_path(str(path_or_name)) or Path(path_or_name)
     if not path.exists() and not str(path_or_name).endswith((".pt", ".pth", ".safetensors", ".ckpt")) \
             and "/" not in str(path_or_name):

@@ -10,6 +10,7 @@ import argparse
 import importlib
 import sys
 
+from ..devices import resolve_device
 from ..errors import SDICError
 from ..runtime import keep_freed_memory
 
@@ -43,6 +44,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     keep_freed_memory()  # the command owns the process: reuse memory instead of page-faulting it in
     try:
+        if getattr(args, "device", None) is not None:
+            resolve_device(args.device)  # every --device: one line naming the devices that exist
         return int(args.run(args) or 0)
     except (SDICError, ValueError, FileNotFoundError) as error:
         print(f"sdic {args.command}: error: {error}", file=sys.stderr)

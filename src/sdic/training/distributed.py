@@ -30,6 +30,8 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from .. import devices
+
 
 @dataclass
 class DistContext:
@@ -68,10 +70,11 @@ def resolve_device(name: str, local_rank: int = 0) -> torch.device:
     """``auto`` -> cuda when available, else cpu; ``cuda`` -> cuda:LOCAL_RANK."""
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "cpu"
-    device = torch.device(name)
+    try:
+        device = devices.resolve_device(name)
+    except devices.DeviceError as error:
+        raise devices.DeviceError(f"run.device: {error}") from None
     if device.type == "cuda":
-        if not torch.cuda.is_available():
-            raise ValueError(f"run.device={name!r} but CUDA is not available; use run.device=cpu")
         if device.index is None:
             device = torch.device("cuda", local_rank)
         torch.cuda.set_device(device)
