@@ -8,7 +8,7 @@ from pathlib import Path
 import torch
 from torch.overrides import TorchFunctionMode
 
-from .checkpoints import CheckpointError, load_into, read_checkpoint
+from .checkpoints import CONFIG_MISMATCH, CheckpointError, load_into, read_checkpoint
 from .devices import resolve_device
 from .model import SDICModel
 
@@ -47,7 +47,7 @@ def load(
         }.get(checkpoint.kind, "")
         raise CheckpointError(f"{path}: not an SDIC checkpoint but a {checkpoint.kind} file; {hint}")
     assert checkpoint.config is not None
-    model = _build_with(checkpoint.config, checkpoint.tensors, str(path), precision)
+    model = _build_with(checkpoint.config, checkpoint.tensors, str(path), precision, checkpoint.native)
     return model.to(device).eval()
 
 
@@ -75,24 +75,27 @@ class _SkipRandomInit(TorchFunctionMode):
         return func(*args, **kwargs)
 
 
-def _build_with(config, tensors: dict[str, torch.Tensor], source: str, precision: str) -> SDICModel:
+def _build_with(config, tensors: dict[str, torch.Tensor], source: str, precision: str,
+                native: bool = False) -> SDICModel:
     """The model with ``tensors`` as its weights, without initialising or copying them.
 
     The modules are built without initialising their 309M parameters and moved to
-    the meta device, checked against the file by ``load_into`` (names and shapes,
-    with its error messages), then the file's tensors become the parameters
+    the meta device, checked against the file by ``load_into`` (names, shapes, dtypes
+    and finite values, with its error messages), then the file's tensors become the parameters
     (``assign=True``): one copy of the weights in memory instead of two.
     """
     with _SkipRandomInit():
         model = SDICModel(config, precision=precision).to_empty(device="meta")
-    expected = model.state_dict()
-    tensors = {
-        k: (v.to(expected[k].dtype) if k in expected and v.dtype != expected[k].dtype else v)
-        for k, v in tensors.items()
-    }
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # load_into's copy into meta tensors is a no-op by design
-        load_into(model, tensors, source)
+        try:
+            load_into(model, tensors, source)  # names, shapes, dtypes and finite values
+        except CheckpointError as error:
+            if native and "shape mismatch" in str(error):
+                raise CheckpointError(f"{source}: {CONFIG_MISMATCH}: {str(error).removeprefix(source + ': ')}") from None
+            raise
+    expected = model.state_dict()
+    tensors = {k: v.to(expected[k].dtype) if v.dtype != expected[k].dtype else v for k, v in tensors.items()}
     model.load_state_dict(tensors, assign=True)
     leftover = [n for n, t in list(model.named_parameters()) + list(model.named_buffers()) if t.is_meta]
     if leftover:

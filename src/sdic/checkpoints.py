@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import pickle
 import zipfile
 from collections.abc import Mapping
@@ -55,6 +56,7 @@ class Checkpoint:
     dropped: list[str] = field(default_factory=list)
     opts: dict[str, Any] = field(default_factory=dict)
     path: str = ""
+    native: bool = False  # our safetensors format (its config comes from its metadata)
 
 
 # ------------------------------------------------------------------ reading
@@ -75,20 +77,53 @@ def _check_file(path: Path) -> None:
         )
 
 
+def file_format(path: str | Path) -> str | None:
+    """``"safetensors"``, ``"zip"`` (torch.save), ``"pickle"`` (legacy torch.save) or None, from the first bytes."""
+    with open(path, "rb") as handle:
+        head = handle.read(9)
+    if head.startswith(b"PK\x03\x04"):
+        return "zip"
+    if len(head) > 1 and head[0] == 0x80 and 2 <= head[1] <= 5:  # pickle protocol 2-5
+        return "pickle"
+    if len(head) == 9 and head[8:9] == b"{" and 0 < int.from_bytes(head[:8], "little") < Path(path).stat().st_size:
+        return "safetensors"
+    return None
+
+
+_NOT_A_CHECKPOINT = ("is not a checkpoint: its first bytes are neither a PyTorch file (zip or pickle) nor "
+                     "safetensors (a different format, random bytes, or a damaged download)")
+
+
+def _unpickling_detail(error: Exception) -> str | None:
+    """The line of a weights-only refusal naming the blocked global (None: not a refusal of code).
+
+    torch words it "Unsupported global: GLOBAL x.y" or "... unsupported GLOBAL x.y whose module
+    x is blocked"; random bytes give "Unsupported operand N" instead.
+    """
+    for line in str(error).splitlines():
+        if "GLOBAL" in line.upper().split():
+            return line.strip().removeprefix("WeightsUnpickler error:").strip()
+    return None
+
+
 def torch_load(path: str | Path) -> Any:
     """``torch.load`` limited to tensors and plain containers, with clear errors."""
     path = Path(path)
     _check_file(path)
+    if file_format(path) not in ("zip", "pickle"):
+        raise CheckpointError(f"{path}: {_NOT_A_CHECKPOINT}")
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as error:
-        if "weights only" in str(error).lower() or "weights_only" in str(error).lower():
+        detail = _unpickling_detail(error)
+        if detail is not None:
             raise CheckpointError(
                 f"{path}: refused: the file contains Python objects other than tensors and plain "
                 "containers, and unpickling them could run code. sdic only reads weights "
-                f"(detail: {str(error).splitlines()[0]})"
+                f"(detail: {detail})"
             ) from None
-        raise CheckpointError(f"{path}: corrupt checkpoint ({error})") from None
+        raise CheckpointError(
+            f"{path}: corrupt checkpoint: the pickle inside cannot be read (truncated or damaged file)") from None
     except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as error:
         first = str(error).splitlines()[0] if str(error) else type(error).__name__
         raise CheckpointError(
@@ -141,6 +176,8 @@ def _latent_avg(obj: Mapping[str, Any], n_latent: int) -> torch.Tensor | None:
         return None
     if not isinstance(avg, torch.Tensor):
         raise CheckpointError(f"latent_avg is a {type(avg).__name__}, expected a tensor")
+    if not avg.is_floating_point():
+        raise CheckpointError(f"latent_avg is a {avg.dtype} tensor, expected floating point")
     avg = avg.float().reshape(-1, avg.shape[-1])
     return avg.expand(n_latent, -1).clone() if avg.shape[0] == 1 else avg
 
@@ -157,7 +194,10 @@ def infer_generator(state: Mapping[str, torch.Tensor], prefix: str) -> Generator
     if size >= 128:
         # The last conv of the 128 block: channels(128) = 128 * multiplier.
         block_128 = 7 - 3  # log2(128) - 3
-        conv = state[f"{prefix}convs.{2 * block_128 + 1}.conv.weight"]
+        key = f"{prefix}convs.{2 * block_128 + 1}.conv.weight"
+        conv = state.get(key)
+        if conv is None or conv.ndim < 3:
+            raise CheckpointError(f"the StyleGAN2 generator under '{prefix}' has no {key} (a missing or damaged layer)")
         multiplier = max(1, conv.shape[1] // 128)
     return GeneratorConfig(size=size, style_dim=style_w.shape[0], n_mlp=n_mlp, channel_multiplier=multiplier)
 
@@ -172,6 +212,19 @@ def infer_config(state: Mapping[str, torch.Tensor], opts: Mapping[str, Any], pre
                                generator=generator)
 
 
+def embedded_config(obj: Mapping[str, Any], path: str | Path) -> SDICConfig | None:
+    """The ``sdic_config`` JSON our trainers store in their ``.pt`` exports (top level or in ``opts``)."""
+    text = obj.get("sdic_config")
+    if text is None and isinstance(obj.get("opts"), Mapping):
+        text = obj["opts"].get("sdic_config")
+    if text is None:
+        return None
+    try:
+        return SDICConfig.from_json(text)
+    except (ValueError, TypeError, json.JSONDecodeError) as error:
+        raise CheckpointError(f"{path}: invalid sdic_config in the file ({error})") from None
+
+
 def read_authors_checkpoint(path: str | Path) -> Checkpoint:
     """Read an authors' SDIC, e4e, StyleGAN2 or IR-SE50 file into our tensor names."""
     obj = torch_load(path)
@@ -184,12 +237,14 @@ def read_authors_checkpoint(path: str | Path) -> Checkpoint:
     else:
         state = dict(obj["state_dict"])
         opts = dict(obj.get("opts") or {}) if isinstance(obj.get("opts"), Mapping) else {}
-    try:
-        config: SDICConfig | None = infer_config(state, opts)
-    except ValueError as error:
-        if kind == "sdic":
-            raise CheckpointError(f"{path}: not one of the authors' SDIC architectures ({error})") from None
-        config = None  # a custom generator: the training configuration describes the rest
+    config = embedded_config(obj, path)
+    if config is None:
+        try:
+            config = infer_config(state, opts)
+        except ValueError as error:
+            if kind == "sdic":
+                raise CheckpointError(f"{path}: not one of the authors' SDIC architectures ({error})") from None
+            config = None  # a custom generator: the training configuration describes the rest
     tensors, dropped, unknown = _rename(state)
     if unknown:
         raise CheckpointError(f"{path}: unexpected tensors outside encoder/decoder/DIP/SAF: {unknown[:10]}")
@@ -225,6 +280,8 @@ def read_native(path: str | Path) -> Checkpoint:
     """Read our safetensors format."""
     path = Path(path)
     _check_file(path)
+    if file_format(path) != "safetensors":
+        raise CheckpointError(f"{path}: {_NOT_A_CHECKPOINT}")
     try:
         from safetensors import safe_open
 
@@ -232,20 +289,36 @@ def read_native(path: str | Path) -> Checkpoint:
             metadata = handle.metadata() or {}
         tensors = load_file(str(path))
     except (SafetensorError, OSError, ValueError) as error:
-        raise CheckpointError(f"{path}: not a readable safetensors file ({error})") from None
+        raise CheckpointError(
+            f"{path}: not a readable safetensors file; it is truncated or corrupt ({error})") from None
     if metadata.get("format") != FORMAT_NAME or "config" not in metadata:
         raise CheckpointError(f"{path}: a safetensors file without sdic metadata (format/config)")
     try:
         config = SDICConfig.from_json(metadata["config"])
     except (ValueError, TypeError, json.JSONDecodeError) as error:
         raise CheckpointError(f"{path}: invalid model config in metadata ({error})") from None
-    return Checkpoint(metadata.get("kind", "sdic"), tensors, config, path=str(path))
+    _check_generator_matches(config, tensors, path)
+    return Checkpoint(metadata.get("kind", "sdic"), tensors, config, path=str(path), native=True)
+
+
+CONFIG_MISMATCH = "its tensors do not match the model configuration in its metadata"
+
+
+def _check_generator_matches(config: SDICConfig, tensors: Mapping[str, torch.Tensor], path: Path) -> None:
+    """Compare the generator the JSON config describes with the one the tensors hold."""
+    if not any(k.startswith("generator.to_rgbs.") for k in tensors):
+        return
+    found = infer_generator(tensors, "generator.")
+    wrong = [f"{name} {getattr(config.generator, name)} in the config, {getattr(found, name)} in the tensors"
+             for name in ("size", "style_dim", "n_mlp") if getattr(config.generator, name) != getattr(found, name)]
+    if wrong:
+        raise CheckpointError(f"{path}: {CONFIG_MISMATCH}: generator " + "; ".join(wrong))
 
 
 def read_checkpoint(path: str | Path) -> Checkpoint:
-    """Read any supported file: ours (``.safetensors``) or the authors' pickles."""
+    """Read any supported file: ours (``.safetensors``, by suffix or content) or the authors' pickles."""
     path = Path(path)
-    if path.suffix == ".safetensors":
+    if path.suffix == ".safetensors" or (path.is_file() and file_format(path) == "safetensors"):
         return read_native(path)
     return read_authors_checkpoint(path)
 
@@ -253,8 +326,15 @@ def read_checkpoint(path: str | Path) -> Checkpoint:
 # ------------------------------------------------------------- applying
 def load_into(module: torch.nn.Module, tensors: Mapping[str, torch.Tensor], source: str,
               allow_missing: tuple[str, ...] = ()) -> None:
-    """Copy tensors into a module; name every missing, unexpected or mis-shaped tensor."""
+    """Copy tensors into a module; name every missing, unexpected, mis-shaped, mis-typed or non-finite tensor."""
     expected = module.state_dict()
+    check_tensors(expected, tensors, source, allow_missing)
+    module.load_state_dict({k: v for k, v in tensors.items()}, strict=not allow_missing)
+
+
+def check_tensors(expected: Mapping[str, torch.Tensor], tensors: Mapping[str, torch.Tensor], source: str,
+                  allow_missing: tuple[str, ...] = ()) -> None:
+    """Names and shapes against ``expected``, then dtypes (no integers for floats), then finite values."""
     missing = [k for k in expected if k not in tensors and not k.startswith(allow_missing)]
     unexpected = [k for k in tensors if k not in expected]
     mismatched = [
@@ -271,4 +351,38 @@ def load_into(module: torch.nn.Module, tensors: Mapping[str, torch.Tensor], sour
             f"{k} {list(tensors[k].shape)}" for k in unexpected[:10]))
     if problems:
         raise CheckpointError(f"{source}: " + " | ".join(problems))
-    module.load_state_dict({k: v for k, v in tensors.items()}, strict=not allow_missing)
+    wrong_type = [f"{k} is {tensors[k].dtype}" for k in expected
+                  if k in tensors and expected[k].is_floating_point() and not tensors[k].is_floating_point()]
+    if wrong_type:
+        raise CheckpointError(
+            f"{source}: {len(wrong_type)} tensor(s) hold integers or booleans where the model has floating-point "
+            "weights (a damaged or mislabelled file; casting would load garbage): " + ", ".join(wrong_type[:10]))
+    bad = [_non_finite(k, v) for k, v in tensors.items() if k in expected and v.is_floating_point()]
+    bad = [text for text in bad if text]
+    if bad:
+        raise CheckpointError(f"{source}: {len(bad)} tensor(s) hold NaN or infinite values (a damaged file, or "
+                              "weights saved after training diverged): " + "; ".join(bad[:10]))
+
+
+def _non_finite(name: str, tensor: torch.Tensor) -> str:
+    """'' if every value is finite, else the tensor's name with its NaN/inf counts.
+
+    A finite sum proves every value finite (NaN and inf propagate through a sum) at the
+    cost of one read, far cheaper than ``isfinite(...).all()`` (which writes a mask);
+    only a non-finite sum, NaN/inf or an overflow of the sum, is looked at closely.
+    NumPy sums CPU tensors: one thread, no thread-pool start per tensor (measured on the
+    faces checkpoint, 309 M values on 2 busy cores: 0.4 s, torch's sum 1.5 s).
+    """
+    if tensor.numel() == 0:
+        return ""
+    if tensor.device.type == "cpu" and tensor.dtype in (torch.float16, torch.float32, torch.float64):
+        total = float(tensor.detach().numpy().sum())
+    else:
+        total = float(tensor.sum())
+    if math.isfinite(total):
+        return ""
+    nan = int(torch.isnan(tensor).sum())
+    inf = int(torch.isinf(tensor).sum())
+    if nan == 0 and inf == 0:
+        return ""  # finite values whose sum overflowed
+    return f"{name} ({nan} NaN, {inf} inf of {tensor.numel()} values)"
