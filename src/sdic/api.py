@@ -10,7 +10,7 @@ from torch.overrides import TorchFunctionMode
 
 from .checkpoints import CONFIG_MISMATCH, CheckpointError, load_into, read_checkpoint
 from .devices import resolve_device
-from .model import SDICModel
+from .model import SDICModel, check_precision
 
 BUNDLED_MODELS: dict[str, str] = {"default": "faces64.safetensors"}  # name -> file in sdic/data/models (docs/default_model.md)
 
@@ -28,10 +28,15 @@ def load(
 ) -> SDICModel:
     """Load an SDIC model (eval mode) from an authors' checkpoint, our format or a bundled name.
 
-    ``precision`` ("fp32" or "bf16") is the model's default for ``invert`` and
-    ``edit`` (bf16: autocast on ``device``); the weights stay fp32 either way.
+    ``precision`` ("fp32", "bf16" or "fp16") is the model's default for ``invert`` and
+    ``edit`` (bf16, fp16: autocast on ``device``); the weights stay fp32 either way.
+    ``device`` must exist here (:class:`~sdic.devices.DeviceError` lists those that do).
     """
     device = resolve_device(device)  # before reading a large file for a device that does not exist
+    check_precision(precision)
+    if precision == "fp16" and device.type == "cpu":
+        warnings.warn("fp16 on a CPU runs PyTorch's reference convolutions, many times slower than fp32; "
+                      "it is meant for GPUs without bf16 (on a CPU use fp32 or bf16)", stacklevel=2)
     path = _bundled_path(str(path_or_name)) or Path(path_or_name)
     if not path.exists() and not str(path_or_name).endswith((".pt", ".pth", ".safetensors", ".ckpt")) \
             and "/" not in str(path_or_name):

@@ -24,24 +24,64 @@ from torch import nn
 
 from . import editing, images
 from .config import SDICConfig
+from .errors import InputError, SDICError
 from .networks import DICN, DIPN, Encoder4Editing, Generator
 
 ImageInput = torch.Tensor | Image.Image | str | Path | list
+OUTPUT_FIELDS = ("codes", "latents", "discrepancy", "initial_image", "image")  # checked for NaN/inf
+EDIT_FIELDS = ("latents", "image")  # what an edit recomputes and returns
 
-PRECISIONS = ("fp32", "bf16")
+PRECISIONS = ("fp32", "bf16", "fp16")
+_AUTOCAST = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 
-def _check_precision(precision: str) -> str:
+class NonFiniteOutputError(SDICError, FloatingPointError):
+    """The model produced NaN or infinite values (reported instead of writing a black image).
+
+    ``samples``: indices of the batch samples concerned.
+    """
+
+    def __init__(self, message: str, samples: list[int] | None = None) -> None:
+        super().__init__(message)
+        self.samples = list(samples or [])
+
+
+def check_precision(precision: str) -> str:
     if precision not in PRECISIONS:
-        raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+        raise InputError(f"precision must be one of {PRECISIONS}, got {precision!r}")
     return precision
 
 
 def precision_context(precision: str, device: torch.device) -> contextlib.AbstractContextManager:
-    """``bf16``: autocast to bfloat16 on the model's device type (CPU or GPU); ``fp32``: nothing."""
-    if _check_precision(precision) == "bf16":
-        return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
-    return contextlib.nullcontext()
+    """``bf16`` / ``fp16``: autocast to that type on the model's device type; ``fp32``: nothing.
+
+    fp16 is for GPUs without bf16 (T4, V100); CPU autocast supports it too, but slowly.
+    """
+    dtype = _AUTOCAST.get(check_precision(precision))
+    if dtype is None:
+        return contextlib.nullcontext()
+    try:
+        return torch.autocast(device_type=device.type, dtype=dtype)
+    except RuntimeError as error:  # a device type without autocast
+        raise InputError(f"precision {precision!r} on {device.type}: {error}; use fp32") from None
+
+
+def check_finite(result: Inversion, fields: tuple[str, ...], precision: str) -> Inversion:
+    """``result``, or a :class:`NonFiniteOutputError` naming the field and the samples with NaN/inf.
+
+    One ``isfinite(...).all()`` per field; the samples are looked for only on failure.
+    """
+    for name in fields:
+        tensor = getattr(result, name)
+        if bool(torch.isfinite(tensor).all()):
+            continue
+        bad = [i for i in range(tensor.shape[0]) if not bool(torch.isfinite(tensor[i]).all())]
+        hint = (" fp16 overflowed: use precision fp32 or bf16" if precision == "fp16"
+                else " check the input and the model file (sdic.load refuses NaN/inf weights)")
+        raise NonFiniteOutputError(
+            f"the model produced NaN/inf values in '{name}' for sample(s) {bad} of {tensor.shape[0]} "
+            f"(precision {precision}); nothing written for them;{hint}", samples=bad)
+    return result
 
 
 @dataclass
@@ -90,14 +130,14 @@ class Inversion:
 class SDICModel(nn.Module):
     """Generator, e4e encoder, DIPN and DICN, built from one :class:`SDICConfig`.
 
-    ``precision`` ("fp32" or "bf16") is the default arithmetic of :meth:`invert`
-    and :meth:`edit`; bf16 runs them under autocast on the model's device.
+    ``precision`` ("fp32", "bf16" or "fp16") is the default arithmetic of :meth:`invert`
+    and :meth:`edit`; bf16 and fp16 run them under autocast on the model's device.
     """
 
     def __init__(self, config: SDICConfig, precision: str = "fp32") -> None:
         super().__init__()
         self.config = config
-        self.precision = _check_precision(precision)
+        self.precision = check_precision(precision)
         g = config.generator
         self.generator = Generator(g, tap_resolution=config.tap_resolution)
         self.encoder = Encoder4Editing(config.encoder, g.n_latent, g.style_dim)
@@ -148,13 +188,15 @@ class SDICModel(nn.Module):
     ) -> Inversion:
         """Invert images: a [B,3,S,S] tensor in [-1,1], PIL image(s) or path(s).
 
-        ``precision`` ("fp32" or "bf16", default :attr:`precision`) selects the
-        arithmetic; the returned tensors are fp32 either way.
+        ``precision`` ("fp32", "bf16" or "fp16", default :attr:`precision`) selects the
+        arithmetic; the returned tensors are fp32 either way. NaN/inf in an output raises
+        :class:`NonFiniteOutputError`.
         """
         canvas = self.prepare(x)
-        with precision_context(precision or self.precision, canvas.device):
+        precision = precision or self.precision
+        with precision_context(precision, canvas.device):
             inversion = self(canvas, noise)
-        return inversion._settled()
+        return check_finite(inversion._settled(), OUTPUT_FIELDS, precision)
 
     @torch.no_grad()
     def edit(
@@ -168,9 +210,10 @@ class SDICModel(nn.Module):
         """
         direction = editing.resolve(direction, self.config)
         edited = direction.apply(inversion.latents.to(self.device), factor)
-        with precision_context(precision or self.precision, self.device):
+        precision = precision or self.precision
+        with precision_context(precision, self.device):
             result = self.synthesize_edit(inversion, edited, noise)
-        return result._settled()
+        return check_finite(result._settled(), EDIT_FIELDS, precision)
 
     def synthesize_edit(
         self, inversion: Inversion, edited: torch.Tensor, noise: list[torch.Tensor] | None = None,

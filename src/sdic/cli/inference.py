@@ -12,7 +12,7 @@ import torch
 from tqdm import tqdm
 
 from ..files import save_safetensors
-from ..model import PRECISIONS, Inversion, SDICModel
+from ..model import PRECISIONS, Inversion, NonFiniteOutputError, SDICModel
 from .inputs import Unit, batches, find_items, make_aligner, paste_faces, photos_in
 
 
@@ -38,7 +38,8 @@ def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ... (default cpu)")
     parser.add_argument("--batch-size", type=int, default=1)
     parser.add_argument("--precision", choices=PRECISIONS, default="fp32",
-                        help="arithmetic: fp32 (exact) or bf16 (autocast, faster on CPUs with AMX and on GPUs)")
+                        help="arithmetic: fp32 (exact), bf16 (autocast, faster on CPUs with AMX and on GPUs) or "
+                             "fp16 (autocast, for GPUs without bf16; slow on CPUs)")
     parser.add_argument("--save-latents", choices=("npz", "safetensors"),
                         help="also save codes, latents, discrepancy and the raw float image")
     parser.add_argument("--save-intermediate", action="store_true",
@@ -99,7 +100,7 @@ def _run(
     failures: list[str] = []
     with tqdm(total=len(items), unit="img", desc=f"sdic {args.command}") as bar:
         for batch in batches(items, args.batch_size, failures, bar, align):
-            handle(model, model.invert([unit.image for unit in batch]), batch)
+            _process(model, batch, handle, failures)
             bar.update(photos_in(batch))
     done = len(items) - len(failures)
     print(f"wrote results for {done} of {len(items)} images to {args.output}")
@@ -107,6 +108,21 @@ def _run(
         print(f"{len(failures)} failed:", *failures, sep="\n  ", file=sys.stderr)
         return 1
     return 0
+
+
+def _process(model: SDICModel, batch: list[Unit], handle: Callable[[SDICModel, Inversion, list[Unit]], None],
+             failures: list[str]) -> None:
+    """Invert and handle a batch; on NaN/inf output, retry its units one by one and report the bad ones."""
+    try:
+        handle(model, model.invert([unit.image for unit in batch]), batch)
+    except NonFiniteOutputError as error:
+        if len(batch) > 1 and not batch[0].face:  # separate photos: keep the good ones
+            for unit in batch:
+                _process(model, [unit], handle, failures)
+            return
+        names = ", ".join(str(unit.source) for unit in batch)
+        failures.append(f"{names}: {error}")
+        tqdm.write(f"failed: {names}: {error}", file=sys.stderr)
 
 
 def run_invert(args: argparse.Namespace) -> int:
