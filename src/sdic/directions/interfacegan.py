@@ -33,8 +33,7 @@ from safetensors import safe_open
 from safetensors.torch import load_file
 from torch import nn
 
-from ..checkpoints import CheckpointError, infer_generator, load_into, read_checkpoint, torch_load
-from ..config import SDICConfig
+from ..checkpoints import CheckpointError, infer_generator, load_into, read_checkpoint
 from ..files import save_safetensors
 from ..networks import Generator
 from .classifier import AttributeSpec, ClassifierConfig
@@ -69,25 +68,13 @@ def load_generator(path: str | Path, device: str | torch.device = "cpu") -> Gene
     if checkpoint.kind not in ("sdic", "e4e", "stylegan2"):
         raise CheckpointError(f"{path}: a {checkpoint.kind} file holds no StyleGAN2 generator")
     tensors = {k[len("generator."):]: v for k, v in checkpoint.tensors.items() if k.startswith("generator.")}
-    config = checkpoint.config if Path(path).suffix == ".safetensors" else _embedded_config(path) or checkpoint.config
+    config = checkpoint.config  # ours carry it; so do our trainers' .pt exports (sdic_config)
     if config is not None:
         generator = Generator(config.generator, tap_resolution=config.tap_resolution)
     else:
         generator = Generator(infer_generator(checkpoint.tensors, "generator."))
     load_into(generator, tensors, str(path))
     return generator.to(device).eval()
-
-
-def _embedded_config(path: str | Path) -> SDICConfig | None:
-    """The ``sdic_config`` JSON stored in a pickled export (top level or in ``opts``), if any."""
-    obj = torch_load(path)
-    text = obj.get("sdic_config") if isinstance(obj, dict) else None
-    if text is None and isinstance(obj, dict) and isinstance(obj.get("opts"), dict):
-        text = obj["opts"].get("sdic_config")
-    try:
-        return SDICConfig.from_json(text) if isinstance(text, str) else None
-    except (ValueError, TypeError):
-        return None
 
 
 # ------------------------------------------------------------------ targets

@@ -11,7 +11,6 @@ has to be described with ``model:`` in the training configuration.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -34,34 +33,12 @@ class Source:
         return {k[len(prefix):]: v for k, v in self.tensors.items() if k.startswith(prefix)}
 
 
-def embedded_config(path: str | Path) -> SDICConfig | None:
-    """The ``sdic_config`` our trainers store in their pickled exports (None if absent)."""
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-    except Exception:  # noqa: BLE001 - unreadable files are reported by read_checkpoint
-        return None
-    text = None
-    if isinstance(obj, dict):
-        text = obj.get("sdic_config")
-        if text is None and isinstance(obj.get("opts"), dict):
-            text = obj["opts"].get("sdic_config")
-    if not isinstance(text, str):
-        return None
-    try:
-        return SDICConfig.from_json(text)
-    except (ValueError, TypeError, json.JSONDecodeError):
-        return None
-
-
 def read_source(path: str | Path, kinds: tuple[str, ...], what: str) -> Source:
     """Read ``path`` and check it is one of ``kinds``."""
     checkpoint = read_checkpoint(path)
     if checkpoint.kind not in kinds:
         raise CheckpointError(f"{path}: a {checkpoint.kind} file; {what} must be one of: {', '.join(kinds)}")
-    config = checkpoint.config
-    if Path(path).suffix != ".safetensors":
-        config = embedded_config(path) or config
-    return Source(str(path), checkpoint.kind, config, dict(checkpoint.tensors))
+    return Source(str(path), checkpoint.kind, checkpoint.config, dict(checkpoint.tensors))
 
 
 def load_part(module: nn.Module, source: Source, prefix: str) -> None:
