@@ -80,7 +80,7 @@ def check_finite(result: Inversion, fields: tuple[str, ...], precision: str) -> 
                 else " check the input and the model file (sdic.load refuses NaN/inf weights)")
         raise NonFiniteOutputError(
             f"the model produced NaN/inf values in '{name}' for sample(s) {bad} of {tensor.shape[0]} "
-            f"(precision {precision}); nothing written for them;{hint}", samples=bad)
+            f"(precision {precision});{hint}", samples=bad)
     return result
 
 
