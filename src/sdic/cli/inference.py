@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -11,8 +12,96 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from ..errors import InputError
 from ..model import PRECISIONS, Inversion, SDICModel
+from ..outputs import OutputFolder
 from .inputs import Unit, batches, find_items, make_aligner, paste_faces, photos_in
+
+FACTOR_HELP = """edit strength(s), one output each (default 1): a number (--factor 2), several
+numbers (--factor -2 2), two ends and a count (--factor=-3:3:7, or --factor -3 3 --steps 7:
+7 steps from -3 to 3) or a comma list (--factor=-2,0,2). Write --factor=VALUE when VALUE
+starts with '-' and holds ':' or ','. Images after --factor are images, not factors."""
+
+
+class FactorTokens(argparse.Action):
+    """``--factor`` values: number-like tokens are factors, anything else is an input image.
+
+    (argparse would otherwise take ``face.png`` in ``--factor -1 1 face.png`` as a factor.)
+    """
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        factors = [v for v in values if _is_factor_token(v)]
+        images = [v for v in values if not _is_factor_token(v)]
+        if not factors:
+            parser.error(f"argument --factor: expected a number, a range or a list, got {values[0]!r}")
+        setattr(namespace, self.dest, factors)
+        namespace.more_inputs = [*(getattr(namespace, "more_inputs", None) or []), *images]
+
+
+def _is_factor_token(token: str) -> bool:
+    parts = token.replace(",", ":").split(":")
+    try:
+        [float(part) for part in parts if part]
+    except ValueError:
+        return False
+    return any(parts)
+
+
+def parse_factors(tokens: list[str], steps: int | None = None) -> list[float]:
+    """Factors from ``--factor`` tokens: numbers, ``start:stop:count`` ranges and comma lists.
+
+    With ``steps``, exactly two numbers are the ends of ``steps`` evenly spaced factors.
+    Non-finite factors, and factors that would give the same file name, are refused.
+    """
+    if steps is not None:
+        if len(tokens) != 2 or not all(_is_number(t) for t in tokens):
+            raise InputError("--steps needs exactly two --factor values, the ends: --factor -3 3 --steps 7")
+        factors = _linspace(float(tokens[0]), float(tokens[1]), steps, "--steps")
+    else:
+        factors = [f for token in tokens for f in _expand(token)]
+    for factor in factors:
+        if not math.isfinite(factor):
+            raise InputError(f"--factor must be finite, got {factor}")
+    labels: dict[str, float] = {}
+    for factor in factors:
+        if factor_label(factor) in labels:
+            raise InputError(f"--factor {labels[factor_label(factor)]:g} and {factor:g} give the same "
+                             f"output name ({factor_label(factor)}); give distinct factors")
+        labels[factor_label(factor)] = factor
+    return factors
+
+
+def factor_label(factor: float) -> str:
+    """The factor as written in output names (``+2``, ``-0.5``)."""
+    return f"{factor:+g}"
+
+
+def _is_number(token: str) -> bool:
+    try:
+        float(token)
+    except ValueError:
+        return False
+    return True
+
+
+def _expand(token: str) -> list[float]:
+    if ":" in token:
+        parts = token.split(":")
+        if len(parts) != 3 or not all(_is_number(p) for p in parts) or not float(parts[2]).is_integer():
+            raise InputError(f"--factor {token}: a range is START:STOP:COUNT, e.g. --factor=-3:3:7")
+        return _linspace(float(parts[0]), float(parts[1]), int(float(parts[2])), f"--factor {token}")
+    values = [part for part in token.split(",") if part]
+    if not values or not all(_is_number(v) for v in values):
+        raise InputError(f"--factor {token}: not a number or a comma list of numbers")
+    return [float(v) for v in values]
+
+
+def _linspace(start: float, stop: float, count: int, label: str) -> list[float]:
+    if count < 2:
+        raise InputError(f"{label}: a range needs at least 2 steps, got {count}")
+    if not (math.isfinite(start) and math.isfinite(stop)):
+        raise InputError(f"{label}: the ends of a range must be finite")
+    return [start + (stop - start) * k / (count - 1) for k in range(count)]
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -21,18 +110,20 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     invert.set_defaults(run=run_invert)
 
     edit = subparsers.add_parser("edit", help="invert and edit images along a latent direction")
-    _common(edit)
+    _common(edit, inputs="*")
     edit.add_argument("--direction", required=True,
                       help="bundled name (faces: age, smile, pose, eyes, beard, lip; cars: left, right, "
-                           "cube, color, grass) or a file holding a [1,512] / [1,n,512] tensor")
-    edit.add_argument("--factor", type=float, nargs="+", default=[1.0],
-                      help="edit strength(s); several values give several outputs (default 1)")
-    edit.set_defaults(run=run_edit)
+                           "cube, color, grass; `sdic directions list MODEL` lists a model's) or a file "
+                           "(.pt, .npy, .safetensors) holding a [1,512] / [1,n,512] tensor")
+    edit.add_argument("--factor", nargs="+", action=FactorTokens, default=["1"], metavar="FACTOR",
+                      help=FACTOR_HELP)
+    edit.add_argument("--steps", type=int, help="with two --factor values: this many factors between them")
+    edit.set_defaults(run=run_edit, more_inputs=[])
 
 
-def _common(parser: argparse.ArgumentParser) -> None:
+def _common(parser: argparse.ArgumentParser, inputs: str = "+") -> None:
     parser.add_argument("checkpoint", help="model: authors' .pt, our .safetensors, or a bundled name")
-    parser.add_argument("inputs", nargs="+", help="image files, folders or glob patterns")
+    parser.add_argument("inputs", nargs=inputs, help="image files, folders or glob patterns")
     parser.add_argument("-o", "--output", required=True, type=Path, help="output folder")
     parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ... (default cpu)")
     parser.add_argument("--batch-size", type=int, default=1)
@@ -50,30 +141,40 @@ def _common(parser: argparse.ArgumentParser) -> None:
                        help="with --align: also write the full photo with the result pasted back")
 
 
-def _save_arrays(path: Path, fmt: str, arrays: dict[str, torch.Tensor]) -> None:
+def _array_writer(fmt: str, arrays: dict[str, torch.Tensor]) -> Callable[[Path], None]:
     arrays = {k: v.detach().float().cpu().contiguous() for k, v in arrays.items()}
-    if fmt == "npz":
-        np.savez(path.with_suffix(".npz"), **{k: v.numpy() for k, v in arrays.items()})
-    else:
-        from safetensors.torch import save_file
 
-        save_file(arrays, str(path.with_suffix(".safetensors")))
+    def write(path: Path) -> None:
+        if fmt == "npz":
+            with open(path, "wb") as handle:
+                np.savez(handle, **{k: v.numpy() for k, v in arrays.items()})
+        else:
+            from safetensors.torch import save_file
+
+            save_file(arrays, str(path))
+
+    return write
 
 
-def _write(inv: Inversion, units: list[Unit], args: argparse.Namespace, suffix: str = "") -> None:
+def _png(picture) -> Callable[[Path], None]:
+    return lambda path: picture.save(path, format="PNG")
+
+
+def _write(out: OutputFolder, inv: Inversion, units: list[Unit], args: argparse.Namespace, suffix: str = "") -> None:
     for i, (unit, picture) in enumerate(zip(units, inv.to_pil("image"))):
-        picture.save(args.output / f"{unit.name}{suffix}.png")
+        source = f"{unit.name} ({unit.source})"
+        out.save(f"{unit.name}{suffix}.png", _png(picture), source)
         if args.save_intermediate and not suffix:
-            inv.to_pil("initial_image")[i].save(args.output / f"{unit.name}_e4e.png")
-            inv.to_pil("discrepancy")[i].save(args.output / f"{unit.name}_discrepancy.png")
+            out.save(f"{unit.name}_e4e.png", _png(inv.to_pil("initial_image")[i]), source)
+            out.save(f"{unit.name}_discrepancy.png", _png(inv.to_pil("discrepancy")[i]), source)
         if args.save_latents:
-            _save_arrays(args.output / f"{unit.name}{suffix}", args.save_latents, {
+            out.save(f"{unit.name}{suffix}.{args.save_latents}", _array_writer(args.save_latents, {
                 "codes": inv.codes[i], "latents": inv.latents[i],
                 "discrepancy": inv.discrepancy[i], "image": inv.image[i],
-            })
+            }), source)
     if args.paste_back:
-        stem = units[0].source.stem if len(units) > 1 else units[0].name
-        paste_faces(units, inv.image.detach().cpu()).save(args.output / f"{stem}{suffix}_pasted.png")
+        photo = paste_faces(units, inv.image.detach().cpu())
+        out.save(f"{units[0].stem}{suffix}_pasted.png", _png(photo), f"{units[0].stem} ({units[0].source})")
 
 
 def _check_flags(args: argparse.Namespace, model: SDICModel) -> None:
@@ -86,7 +187,7 @@ def _check_flags(args: argparse.Namespace, model: SDICModel) -> None:
 
 
 def _run(
-    args: argparse.Namespace, handle: Callable[[SDICModel, Inversion, list[Unit]], None],
+    args: argparse.Namespace, handle: Callable[[OutputFolder, SDICModel, Inversion, list[Unit]], None],
     check: Callable[[SDICModel], None] = lambda model: None,
 ) -> int:
     from ..api import load
@@ -96,11 +197,12 @@ def _run(
     _check_flags(args, model)
     check(model)
     align = make_aligner(model.config.input_size, args.all_faces) if args.align else None
-    args.output.mkdir(parents=True, exist_ok=True)
     failures: list[str] = []
-    with tqdm(total=len(items), unit="img", desc=f"sdic {args.command}") as bar:
+    note = lambda line: tqdm.write(f"note: {line}", file=sys.stderr)  # noqa: E731
+    with OutputFolder(args.output, [item.path for item in items], note) as out, \
+            tqdm(total=len(items), unit="img", desc=f"sdic {args.command}") as bar:
         for batch in batches(items, args.batch_size, failures, bar, align):
-            handle(model, model.invert([unit.image for unit in batch]), batch)
+            handle(out, model, model.invert([unit.image for unit in batch]), batch)
             bar.update(photos_in(batch))
     done = len(items) - len(failures)
     print(f"wrote results for {done} of {len(items)} images to {args.output}")
@@ -111,44 +213,40 @@ def _run(
 
 
 def run_invert(args: argparse.Namespace) -> int:
-    return _run(args, lambda model, inv, units: _write(inv, units, args))
+    return _run(args, lambda out, model, inv, units: _write(out, inv, units, args))
 
 
 def _direction(spec: str) -> str | torch.Tensor:
+    """A bundled direction name, or the tensor of a direction file."""
+    from ..editing import load_direction_file, looks_like_file
+
     path = Path(spec)
-    if not path.suffix or not path.exists():
-        return spec
-    if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
-
-        tensors = load_file(str(path))
-        if len(tensors) != 1:
-            raise ValueError(f"{path}: expected one tensor, found {sorted(tensors)}")
-        return next(iter(tensors.values()))
-    if path.suffix == ".npy":
-        return torch.from_numpy(np.load(path))
-    from ..checkpoints import torch_load
-
-    tensor = torch_load(path)
-    if not isinstance(tensor, torch.Tensor):
-        raise ValueError(f"{path}: expected a tensor, found a {type(tensor).__name__}")
-    return tensor
+    if looks_like_file(spec) or (path.suffix and path.is_file()):
+        return load_direction_file(path)
+    return spec
 
 
 def run_edit(args: argparse.Namespace) -> int:
     from ..editing import resolve
 
+    args.inputs = [*args.inputs, *args.more_inputs]
+    if not args.inputs:
+        raise InputError("no input images given")
+    factors = parse_factors(args.factor, args.steps)
     spec = _direction(args.direction)
     label = Path(args.direction).stem if isinstance(spec, torch.Tensor) else args.direction
     resolved = {}
 
     def check(model: SDICModel) -> None:
         resolved["direction"] = resolve(spec, model.config)
-        resolved["direction"].apply(model.latent_avg[None], 0.0)  # fails early on a bad shape
+        try:
+            resolved["direction"].apply(model.latent_avg[None], 0.0)  # fails early on a bad shape
+        except InputError as error:
+            raise InputError(f"{args.direction}: {error}") from None
 
-    def handle(model: SDICModel, inv: Inversion, units: list[Unit]) -> None:
-        for factor in args.factor:
+    def handle(out: OutputFolder, model: SDICModel, inv: Inversion, units: list[Unit]) -> None:
+        for factor in factors:
             edited = model.edit(inv, resolved["direction"], factor)
-            _write(edited, units, args, suffix=f"_{label}{factor:+g}")
+            _write(out, edited, units, args, suffix=f"_{label}{factor_label(factor)}")
 
     return _run(args, handle, check)
