@@ -160,6 +160,34 @@ def factor_range(name: str, direction_set: str) -> tuple[float, float] | None:
     return float(low), float(high)
 
 
+@dataclass(frozen=True)
+class DirectionInfo:
+    """What ``sdic directions list`` shows for a bundled direction."""
+
+    name: str
+    kind: str  # "InterFaceGAN", "GANSpace" or "learned"
+    factor_range: tuple[float, float] | None
+    factors: str  # the useful factors, in words
+
+
+def describe(direction_set: str) -> list[DirectionInfo]:
+    """The bundled directions of a set with their useful factors (stored ranges where there are)."""
+    out = []
+    for name in available(direction_set):
+        if name in GANSPACE_EDITS.get(direction_set, {}):
+            index, start, end, strength = GANSPACE_EDITS[direction_set][name]
+            out.append(DirectionInfo(name, "GANSpace", None, f"1 = the published edit (component {index} "
+                                     f"set to {strength:g} std on latents {start}..{end - 1}); 0 = none"))
+        elif name in INTERFACEGAN_EDITS.get(direction_set, ()):
+            out.append(DirectionInfo(name, "InterFaceGAN", None,
+                                     "no range stored (unit-norm boundary; sdic demo sweeps -3 .. 3)"))
+        else:
+            low_high = factor_range(name, direction_set)
+            text = f"{low_high[0]:g} .. {low_high[1]:g}" if low_high else "no range stored"
+            out.append(DirectionInfo(name, "learned", low_high, text))
+    return out
+
+
 def resolve(direction: str | torch.Tensor | Direction, config: SDICConfig) -> Direction:
     """Accept a bundled name, a tensor ([D], [1, D], [n, D] or [1, n, D]) or a Direction."""
     if isinstance(direction, str):
