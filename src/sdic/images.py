@@ -83,7 +83,7 @@ def to_rgb(image: Image.Image, label: str = "the image") -> Image.Image:
         return image
     if image.mode.startswith("I") or image.mode == "F":
         grey = _scaled_grey(np.asarray(image), image.mode, label)
-        return Image.fromarray(grey, mode="L").convert("RGB")
+        return Image.fromarray(grey).convert("RGB")  # uint8 [H, W]: mode L
     return image.convert("RGB")
 
 
