@@ -17,11 +17,9 @@ import torch
 from PIL import Image
 
 import sdic
-from sdic.cli.inference import parse_factors
 from sdic.cli.main import main
 from sdic.errors import InputError
 from sdic.images import ImageReadError, load_image
-from sdic.outputs import LOCK_NAME, OutputFolder, unique_stems
 
 
 @pytest.fixture(scope="module")
@@ -191,6 +189,7 @@ def test_paste_back_names_of_two_photos_with_the_same_stem(tmp_path, monkeypatch
 
     from sdic.cli import inference
     from sdic.cli.inputs import Unit
+    from sdic.outputs import OutputFolder
 
     monkeypatch.setattr(inference, "paste_faces", lambda units, images: Image.new("RGB", (8, 8)))
     picture = Image.new("RGB", (8, 8))
@@ -204,6 +203,8 @@ def test_paste_back_names_of_two_photos_with_the_same_stem(tmp_path, monkeypatch
 
 
 def test_unique_stems_and_claims_are_deterministic(tmp_path):
+    from sdic.outputs import OutputFolder, unique_stems
+
     paths = [tmp_path / "x" / "a.png", tmp_path / "y" / "a.png", tmp_path / "y" / "a_1.png", tmp_path / "z" / "a.jpg"]
     names, notes = unique_stems(paths)
     assert names == ["a", "a_2", "a_1", "a_3"] and len(notes) == 2
@@ -216,6 +217,8 @@ def test_unique_stems_and_claims_are_deterministic(tmp_path):
 
 
 def test_two_runs_into_one_folder(tiny_checkpoint, photos, tmp_path, capsys):
+    from sdic.outputs import LOCK_NAME
+
     out = tmp_path / "out"
     out.mkdir()
     (out / LOCK_NAME).write_text(json.dumps({"pid": os.getpid(), "host": socket.gethostname()}))
@@ -329,6 +332,8 @@ def test_direction_file_errors_say_what_is_wrong(tiny_checkpoint, photos, tmp_pa
 
 # ---------------------------------------------------------------- 6. factors
 def test_factor_forms():
+    from sdic.cli.inference import parse_factors
+
     assert parse_factors(["2"]) == [2.0]
     assert parse_factors(["-2", "2"]) == [-2.0, 2.0]
     assert parse_factors(["-3:3:7"]) == [-3.0, -2.0, -1.0, 0.0, 1.0, 2.0, 3.0]
