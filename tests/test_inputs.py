@@ -231,6 +231,24 @@ def test_two_runs_into_one_folder(tiny_checkpoint, photos, tmp_path, capsys):
     assert _pngs(out) == ["a.png"] and not (out / LOCK_NAME).exists()
 
 
+def test_two_direction_files_with_the_same_stem_in_two_runs(tiny_checkpoint, photos, tmp_path, capsys):
+    files = []
+    for folder in ("one", "two"):
+        (tmp_path / folder).mkdir()
+        files.append(tmp_path / folder / "smile.pt")
+        torch.save(torch.randn(1, 32), files[-1])
+    out = tmp_path / "out"
+    run = ["edit", str(tiny_checkpoint), str(photos / "a.png"), "-o", str(out), "--direction"]
+    assert main([*run, str(files[0])]) == 0
+    first = (out / "a_smile+1.png").read_bytes()
+    assert main([*run, str(files[1])]) == 0
+    assert "a_smile+1.png holds an earlier run's result" in capsys.readouterr().err
+    assert _pngs(out) == ["a_smile+1.png", "a_smile+1_2.png"]
+    assert (out / "a_smile+1.png").read_bytes() == first
+    assert main([*run, str(files[0])]) == 0  # a re-run rewrites its own file
+    assert _pngs(out) == ["a_smile+1.png", "a_smile+1_2.png"]
+
+
 def test_assess_names_two_direction_files_with_the_same_stem_apart(tmp_path, monkeypatch, capsys):
     from types import SimpleNamespace
 
@@ -303,7 +321,7 @@ def test_disk_full_mid_run_keeps_what_was_written(tiny_checkpoint, photos, tmp_p
     err = capsys.readouterr().err
     assert "c.png: cannot write (No space left on device); stopped, the 2 files written before are kept" in err
     assert "Traceback" not in err
-    assert sorted(p.name for p in out.iterdir()) == ["a.png", "b.png"]  # no partial file, no lock left
+    assert sorted(p.name for p in out.iterdir()) == [".sdic-outputs.json", "a.png", "b.png"]  # no partial file
 
 
 # ---------------------------------------------------------------- 5. direction files

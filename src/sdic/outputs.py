@@ -3,9 +3,10 @@
 A run that writes into a folder holds its lock file (``.sdic-run.lock``), so a second run
 into the same folder is refused instead of overwriting the first one's results. Each file
 is written under a temporary name and renamed into place, so a full disk or an interrupted
-run never leaves a truncated result; the files written before stay. Inside a run, two
-results that would get the same file name (or would overwrite an input) get a numbered
-name instead, and the run says so.
+run never leaves a truncated result; the files written before stay. Two results that would
+get the same file name get a numbered name instead, and the run says so: inside a run, and
+across runs, as the folder records which source made each file (``.sdic-outputs.json``); a
+re-run for the same source rewrites its own files. An output never overwrites an input.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from pathlib import Path
 from .errors import OutputError
 
 LOCK_NAME = ".sdic-run.lock"
+RECORD_NAME = ".sdic-outputs.json"
 
 
 def unique_stems(paths: Iterable[Path]) -> tuple[list[str], list[str]]:
@@ -60,18 +62,23 @@ class OutputFolder:
         self.protect = {_resolved(p) for p in protect}
         self.note = note
         self.written: dict[str, str] = {}  # file name -> the source it was written for
+        self.earlier: dict[str, str] = {}  # the same, for files of earlier runs
         self._lock: Path | None = None
 
     # ------------------------------------------------------------ the folder and its lock
     def __enter__(self) -> OutputFolder:
         self.prepare()
         self._acquire()
+        self.earlier = _read_record(self.path / RECORD_NAME)
         return self
 
     def __exit__(self, *exc: object) -> None:
-        if self._lock is not None:
-            self._lock.unlink(missing_ok=True)
-            self._lock = None
+        if self._lock is None:
+            return
+        if self.written:
+            _write_record(self.path / RECORD_NAME, {**self.earlier, **self.written})
+        self._lock.unlink(missing_ok=True)
+        self._lock = None
 
     def prepare(self) -> None:
         """Create the folder, or say why it cannot be one."""
@@ -114,16 +121,23 @@ class OutputFolder:
             while self._clashes(f"{stem}_{count}{suffix}", source):
                 count += 1
             name = f"{stem}_{count}{suffix}"
-            reason = "would overwrite an input" if _resolved(self.path / filename) in self.protect \
-                else f"is already written by this run for {self.written[filename]}"
-            self.note(f"{self.path / filename} {reason}; writing {source} as {name}")
+            self.note(f"{self.path / filename} {self._reason(filename)}; writing {source} as {name}")
         self.written[name] = source
         return self.path / name
 
     def _clashes(self, name: str, source: str) -> bool:
         if _resolved(self.path / name) in self.protect:
             return True
-        return name in self.written and self.written[name] != source
+        if name in self.written:
+            return self.written[name] != source
+        return self.earlier.get(name, source) != source and (self.path / name).exists()
+
+    def _reason(self, name: str) -> str:
+        if _resolved(self.path / name) in self.protect:
+            return "would overwrite an input"
+        if name in self.written:
+            return f"is already written by this run for {self.written[name]}"
+        return f"holds an earlier run's result for {self.earlier[name]}"
 
     def save(self, filename: str, write: Callable[[Path], None], source: str) -> Path:
         """Write a file atomically: ``write(temporary path)``, then rename it to its claimed name.
@@ -163,6 +177,23 @@ def _reason(error: Exception) -> str:
 
 def _resolved(path: Path) -> Path:
     return Path(os.path.abspath(path))
+
+
+def _read_record(path: Path) -> dict[str, str]:
+    try:
+        record = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    return {str(k): str(v) for k, v in record.items()} if isinstance(record, dict) else {}
+
+
+def _write_record(path: Path, record: dict[str, str]) -> None:
+    temporary = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+    try:
+        temporary.write_text(json.dumps(record, indent=1, sort_keys=True) + "\n")
+        os.replace(temporary, path)
+    except OSError:  # a full disk: the results stay, only the record of their sources is lost
+        temporary.unlink(missing_ok=True)
 
 
 def _read_owner(lock: Path) -> dict:

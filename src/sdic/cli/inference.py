@@ -160,9 +160,12 @@ def _png(picture) -> Callable[[Path], None]:
     return lambda path: picture.save(path, format="PNG")
 
 
-def _write(out: OutputFolder, inv: Inversion, units: list[Unit], args: argparse.Namespace, suffix: str = "") -> None:
+def _write(
+    out: OutputFolder, inv: Inversion, units: list[Unit], args: argparse.Namespace, suffix: str = "", edit: str = "",
+) -> None:
+    """Write a batch's results; ``edit`` names the edit (direction and factor) behind ``suffix``."""
     for i, (unit, picture) in enumerate(zip(units, inv.to_pil("image"))):
-        source = f"{unit.name} ({unit.source})"
+        source = _source(unit.source, unit.name, edit)
         out.save(f"{unit.name}{suffix}.png", _png(picture), source)
         if args.save_intermediate and not suffix:
             out.save(f"{unit.name}_e4e.png", _png(inv.to_pil("initial_image")[i]), source)
@@ -174,7 +177,12 @@ def _write(out: OutputFolder, inv: Inversion, units: list[Unit], args: argparse.
             }), source)
     if args.paste_back:
         photo = paste_faces(units, inv.image.detach().cpu())
-        out.save(f"{units[0].stem}{suffix}_pasted.png", _png(photo), f"{units[0].stem} ({units[0].source})")
+        out.save(f"{units[0].stem}{suffix}_pasted.png", _png(photo), _source(units[0].source, units[0].stem, edit))
+
+
+def _source(path: Path, name: str, edit: str) -> str:
+    """What an output file is the result of (the output folder tells different sources apart)."""
+    return f"{Path(path).resolve()} as {name}" + (f", edited with {edit}" if edit else "")
 
 
 def _check_flags(args: argparse.Namespace, model: SDICModel) -> None:
@@ -235,6 +243,7 @@ def run_edit(args: argparse.Namespace) -> int:
     factors = parse_factors(args.factor, args.steps)
     spec = _direction(args.direction)
     label = Path(args.direction).stem if isinstance(spec, torch.Tensor) else args.direction
+    identity = str(Path(args.direction).resolve()) if isinstance(spec, torch.Tensor) else args.direction
     resolved = {}
 
     def check(model: SDICModel) -> None:
@@ -247,6 +256,6 @@ def run_edit(args: argparse.Namespace) -> int:
     def handle(out: OutputFolder, model: SDICModel, inv: Inversion, units: list[Unit]) -> None:
         for factor in factors:
             edited = model.edit(inv, resolved["direction"], factor)
-            _write(out, edited, units, args, suffix=f"_{label}{factor_label(factor)}")
+            _write(out, edited, units, args, f"_{label}{factor_label(factor)}", f"{identity} {factor_label(factor)}")
 
     return _run(args, handle, check)
