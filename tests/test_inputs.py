@@ -350,7 +350,7 @@ def test_direction_file_errors_say_what_is_wrong(tiny_checkpoint, photos, tmp_pa
 
 # ---------------------------------------------------------------- 6. factors
 def test_factor_forms():
-    from sdic.cli.inference import parse_factors
+    from sdic.cli.factors import parse_factors
 
     assert parse_factors(["2"]) == [2.0]
     assert parse_factors(["-2", "2"]) == [-2.0, 2.0]
