@@ -315,7 +315,7 @@ def compute_features(
     if count < MIN_RELIABLE_IMAGES:
         warnings.warn(f"FID computed on {count} images: with fewer than about {MIN_RELIABLE_IMAGES} it is "
                       "biased upwards and noisy, so only compare it with FIDs on the same number of images "
-                      "(published FIDs use 10,000 or more)", SmallSampleWarning, stacklevel=2)
+                      "(published FIDs use 10,000 or more)", SmallSampleWarning, stacklevel=3)
     return torch.cat(features).numpy()
 
 
