@@ -7,6 +7,7 @@ from pathlib import Path
 
 import torch
 from PIL import Image, ImageDraw
+from tqdm import tqdm
 
 from . import editing
 from .evaluation import grid_row, stack_rows
@@ -35,8 +36,13 @@ def factor_range(model: SDICModel, name: str) -> tuple[float, float]:
 
 
 def sweep(model: SDICModel, inv: Inversion, direction: str | torch.Tensor,
-          factors: list[float]) -> list[Inversion]:
-    return [model.edit(inv, direction, factor) for factor in factors]
+          factors: list[float], bar: tqdm | None = None) -> list[Inversion]:
+    edits = []
+    for factor in factors:
+        edits.append(model.edit(inv, direction, factor))
+        if bar is not None:
+            bar.update(1)
+    return edits
 
 
 def labelled(image: Image.Image, text: str) -> Image.Image:
@@ -78,16 +84,19 @@ def run_demo(model: SDICModel, images: list[Path], folder: Path,
     """
     folder.mkdir(parents=True, exist_ok=True)
     outputs = DemoOutputs(folder)
-    with torch.no_grad():
-        inv = model.invert([str(p) for p in images])
-    rows = [grid_row(inv, i, size) for i in range(len(images))]
-    outputs.files.append(_save(stack_rows(rows), folder / "inversion.png"))
-    for name, direction in directions.items():
-        low, high = factor_range(model, direction) if isinstance(direction, str) else DEFAULT_RANGE
-        factors = torch.linspace(low, high, steps).tolist()
-        edits = sweep(model, inv, direction, factors)
-        outputs.files.append(_save(sweep_grid(edits, factors, size), folder / f"edit_{name}.png"))
-        outputs.files.append(sweep_gif(edits, factors, folder / f"edit_{name}.gif", size))
+    with tqdm(total=1 + steps * len(directions), unit="step", desc="sdic demo", leave=False) as bar:
+        with torch.no_grad():
+            inv = model.invert([str(p) for p in images])
+        bar.update(1)
+        rows = [grid_row(inv, i, size) for i in range(len(images))]
+        outputs.files.append(_save(stack_rows(rows), folder / "inversion.png"))
+        for name, direction in directions.items():
+            low, high = factor_range(model, direction) if isinstance(direction, str) else DEFAULT_RANGE
+            factors = torch.linspace(low, high, steps).tolist()
+            bar.set_postfix_str(str(name))
+            edits = sweep(model, inv, direction, factors, bar)
+            outputs.files.append(_save(sweep_grid(edits, factors, size), folder / f"edit_{name}.png"))
+            outputs.files.append(sweep_gif(edits, factors, folder / f"edit_{name}.gif", size))
     return outputs
 
 

@@ -9,13 +9,17 @@ compensation is carried through the edit by :meth:`sdic.SDICModel.edit`.
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass
 from functools import cache
 from importlib import resources
+from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
 import torch
 from safetensors.torch import load_file
+
+from .errors import InputError
 
 if TYPE_CHECKING:
     from .config import SDICConfig
@@ -34,13 +38,15 @@ class LinearDirection:
     vector: torch.Tensor
 
     def apply(self, latents: torch.Tensor, factor: float) -> torch.Tensor:
+        check_factor(factor)
         vector = self.vector.to(latents)
         if vector.ndim == 1:
             vector = vector[None]
-        if vector.shape[-1] != latents.shape[-1] or vector.shape[0] not in (1, latents.shape[1]):
-            raise ValueError(
-                f"direction of shape {list(self.vector.shape)} does not fit latents "
-                f"of shape {list(latents.shape[1:])}"
+        if vector.ndim != 2 or vector.shape[-1] != latents.shape[-1] or vector.shape[0] not in (1, latents.shape[1]):
+            n, dim = latents.shape[1:]
+            raise InputError(
+                f"a direction of shape {list(self.vector.shape)} does not fit this model: expected "
+                f"[{dim}], [1, {dim}] or [1, {n}, {dim}] ({n} latents of width {dim})"
             )
         return latents + factor * vector[None]
 
@@ -62,6 +68,7 @@ class GANSpaceDirection:
     strength: float
 
     def apply(self, latents: torch.Tensor, factor: float) -> torch.Tensor:
+        check_factor(factor)
         if self.end > latents.shape[1]:
             raise ValueError(f"GANSpace edit rows {self.start}..{self.end} exceed {latents.shape[1]} latents")
         comp = self.components[self.index].to(latents)  # [1, D]
@@ -71,6 +78,25 @@ class GANSpaceDirection:
         edited = latents.clone()
         edited[:, self.start:self.end] += delta[:, None, :]
         return edited
+
+
+def check_factor(factor: float) -> float:
+    """Refuse a non-finite edit factor (it would turn every output black)."""
+    if not isinstance(factor, (int, float)) or isinstance(factor, bool):
+        raise InputError(f"the edit factor must be a number, got {type(factor).__name__}")
+    if not math.isfinite(factor):
+        raise InputError(f"the edit factor must be a finite number, got {factor}")
+    return float(factor)
+
+
+def check_finite(vector: torch.Tensor, label: str = "the direction") -> torch.Tensor:
+    """Refuse a direction holding NaN or infinite values."""
+    if not vector.is_floating_point():
+        raise InputError(f"{label} must be a float tensor, got dtype {vector.dtype}")
+    bad = int((~torch.isfinite(vector)).sum())
+    if bad:
+        raise InputError(f"{label} holds {bad} NaN or infinite values (of {vector.numel()})")
+    return vector
 
 
 # The published edits of the authors' models. GANSpace: (component, first row, last row
@@ -134,12 +160,40 @@ def factor_range(name: str, direction_set: str) -> tuple[float, float] | None:
     return float(low), float(high)
 
 
+@dataclass(frozen=True)
+class DirectionInfo:
+    """What ``sdic directions list`` shows for a bundled direction."""
+
+    name: str
+    kind: str  # "InterFaceGAN", "GANSpace" or "learned"
+    factor_range: tuple[float, float] | None
+    factors: str  # the useful factors, in words
+
+
+def describe(direction_set: str) -> list[DirectionInfo]:
+    """The bundled directions of a set with their useful factors (stored ranges where there are)."""
+    out = []
+    for name in available(direction_set):
+        if name in GANSPACE_EDITS.get(direction_set, {}):
+            index, start, end, strength = GANSPACE_EDITS[direction_set][name]
+            out.append(DirectionInfo(name, "GANSpace", None, f"1 = the published edit (component {index} "
+                                     f"set to {strength:g} std on latents {start}..{end - 1}); 0 = none"))
+        elif name in INTERFACEGAN_EDITS.get(direction_set, ()):
+            out.append(DirectionInfo(name, "InterFaceGAN", None,
+                                     "no range stored (unit-norm boundary; sdic demo sweeps -3 .. 3)"))
+        else:
+            low_high = factor_range(name, direction_set)
+            text = f"{low_high[0]:g} .. {low_high[1]:g}" if low_high else "no range stored"
+            out.append(DirectionInfo(name, "learned", low_high, text))
+    return out
+
+
 def resolve(direction: str | torch.Tensor | Direction, config: SDICConfig) -> Direction:
     """Accept a bundled name, a tensor ([D], [1, D], [n, D] or [1, n, D]) or a Direction."""
     if isinstance(direction, str):
         return named(direction, config.directions)
     if isinstance(direction, torch.Tensor):
-        vector = direction.detach()
+        vector = check_finite(direction.detach())
         while vector.ndim > 2 and vector.shape[0] == 1:
             vector = vector[0]
         if vector.ndim == 2 and vector.shape[0] == 1:
@@ -148,3 +202,68 @@ def resolve(direction: str | torch.Tensor | Direction, config: SDICConfig) -> Di
     if hasattr(direction, "apply"):
         return direction
     raise TypeError(f"cannot use {type(direction).__name__} as an edit direction")
+
+
+DIRECTION_FILE_SUFFIXES = (".pt", ".pth", ".npy", ".safetensors")
+
+
+def looks_like_file(spec: str) -> bool:
+    """Whether a ``--direction`` value names a file rather than a bundled direction."""
+    return spec.lower().endswith(DIRECTION_FILE_SUFFIXES) or "/" in spec or "\\" in spec
+
+
+def load_direction_file(path: str | Path) -> torch.Tensor:
+    """The direction tensor of a ``.pt``, ``.npy`` or ``.safetensors`` file, with specific errors.
+
+    A missing file, a file that is not a direction file (wrong format, several tensors,
+    not a tensor) and non-finite values are reported as such.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"{path}: no such direction file" if not path.is_dir()
+                         else f"{path}: is a folder, not a direction file")
+    tensor = _read_direction(path)
+    if tensor.ndim == 0 or tensor.numel() == 0:
+        raise InputError(f"{path}: not a direction file: holds a tensor of shape {list(tensor.shape)}")
+    return check_finite(tensor, f"{path}: the direction")
+
+
+def _read_direction(path: Path) -> torch.Tensor:
+    suffix = path.suffix.lower()
+    if suffix == ".safetensors":
+        tensors = _read_safetensors(path)
+        if "direction" in tensors:
+            return tensors["direction"]
+        if len(tensors) != 1:
+            raise InputError(f"{path}: not a direction file: expected one tensor (or one named 'direction'), "
+                             f"found {sorted(tensors) or 'none'}")
+        return next(iter(tensors.values()))
+    if suffix == ".npy":
+        import numpy as np
+
+        with open(path, "rb") as handle:
+            if handle.read(6) != b"\x93NUMPY":
+                raise InputError(f"{path}: not a direction file: not a NumPy .npy array (no NPY header; "
+                                 "a text or pickle file named .npy?)")
+        try:
+            return torch.from_numpy(np.load(path, allow_pickle=False))
+        except (ValueError, OSError, EOFError) as error:
+            raise InputError(f"{path}: not a direction file: not a numeric .npy array ({error})") from None
+    from .checkpoints import CheckpointError, torch_load
+
+    try:
+        tensor = torch_load(path)
+    except CheckpointError as error:
+        raise InputError(f"not a direction file: {error}") from None
+    if not isinstance(tensor, torch.Tensor):
+        raise InputError(f"{path}: not a direction file: holds a {type(tensor).__name__}, not a tensor")
+    return tensor
+
+
+def _read_safetensors(path: Path) -> dict[str, torch.Tensor]:
+    from safetensors import SafetensorError
+
+    try:
+        return load_file(str(path))
+    except (SafetensorError, OSError, ValueError) as error:
+        raise InputError(f"{path}: not a direction file: not a readable safetensors file ({error})") from None

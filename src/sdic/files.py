@@ -76,8 +76,10 @@ def atomic_write(path: str | Path, write: Callable[[Path], Any], durable: bool =
                 os.fsync(handle.fileno())
         os.chmod(tmp, _final_mode(path))
         os.replace(tmp, path)
-    except OSError as error:
-        raise OutputError(f"{path}: could not be written ({_reason(error)})") from error
+    except Exception as error:
+        if not is_write_error(error):
+            raise
+        raise OutputError(f"{path}: could not be written ({write_error_reason(error)})") from error
     finally:
         if tmp.exists():
             tmp.unlink()
@@ -86,10 +88,23 @@ def atomic_write(path: str | Path, write: Callable[[Path], Any], durable: bool =
     return path
 
 
-def _reason(error: OSError) -> str:
-    if isinstance(error, IsADirectoryError) or (error.filename2 and Path(error.filename2).is_dir()):
+def is_write_error(error: BaseException) -> bool:
+    """An error of the file system (full, read-only, permissions), also as safetensors reports it."""
+    if isinstance(error, OSError):
+        return True
+    from safetensors import SafetensorError
+
+    return isinstance(error, SafetensorError)
+
+
+def write_error_reason(error: BaseException) -> str:
+    """A short reason for a failed write ("No space left on device", "it is a folder", ...)."""
+    if isinstance(error, IsADirectoryError) or (
+            isinstance(error, OSError) and error.filename2 and Path(error.filename2).is_dir()):
         return "it is a folder"
-    return error.strerror or str(error) if error.errno else str(error)
+    if isinstance(error, OSError) and error.errno:
+        return error.strerror or str(error)
+    return str(error) or type(error).__name__
 
 
 def save_safetensors(tensors: dict, path: str | Path, metadata: dict[str, str] | None = None,

@@ -11,41 +11,101 @@ discrepancy is predicted where there is no photo.
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 
-from .errors import SDICError
+from .errors import InputError, SDICError
 
 if TYPE_CHECKING:
     from .config import SDICConfig
 
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff"}
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff", ".gif"}
+GLOB_CHARACTERS = "*?["
 
 
 class ImageReadError(SDICError, ValueError):
     """An input image could not be read."""
 
 
+class AnimatedImageWarning(UserWarning):
+    """An animated image (GIF, APNG, WebP) was read: only its first frame is used."""
+
+
 def load_image(path: str | Path) -> Image.Image:
-    """Open an image file as RGB, with a clear error for missing or unreadable files."""
+    """Open an image file as 8-bit RGB, upright (EXIF orientation applied), with clear errors.
+
+    16-bit and float images are scaled to 8 bits (see :func:`to_rgb`); an animated image
+    gives its first frame and an :class:`AnimatedImageWarning`.
+    """
     path = Path(path)
-    if not path.is_file():
-        raise ImageReadError(f"{path}: no such file")
+    _check_image_path(path)
     try:
         with Image.open(path) as image:
             image.load()
-            return image.convert("RGB")
+            if getattr(image, "n_frames", 1) > 1:
+                warnings.warn(f"{path}: animated ({image.n_frames} frames); using the first frame",
+                              AnimatedImageWarning, stacklevel=2)
+            return to_rgb(ImageOps.exif_transpose(image), str(path))
+    except Image.DecompressionBombError as error:
+        raise ImageReadError(f"{path}: not read, too many pixels for a safe decode "
+                             f"(a decompression bomb?): {error}") from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:
+        if isinstance(error, ImageReadError):
+            raise
         raise ImageReadError(f"{path}: not a readable image ({error})") from None
 
 
+def _check_image_path(path: Path) -> None:
+    if path.is_file():
+        return
+    if path.is_dir():
+        raise ImageReadError(f"{path}: is a folder, not an image file; expand folders and globs "
+                             "with sdic.images.list_images([...]) and pass the list")
+    if any(ch in str(path) for ch in GLOB_CHARACTERS):
+        raise ImageReadError(f"{path}: no such file (a glob pattern? expand it with "
+                             "sdic.images.list_images([...]) and pass the list)")
+    raise ImageReadError(f"{path}: no such file")
+
+
+def to_rgb(image: Image.Image, label: str = "the image") -> Image.Image:
+    """8-bit RGB from any PIL mode; 16-bit and float images are scaled, not clipped.
+
+    Pillow's own conversion clips 16-bit values to 255 (a white picture) and truncates
+    float values in [0, 1] to 0 (a black one). 16-bit (and 32-bit integer) greyscale is
+    read as 0..65535; float greyscale as [0, 1] when its values lie there, else [0, 255].
+    """
+    if image.mode == "RGB":
+        return image
+    if image.mode.startswith("I") or image.mode == "F":
+        grey = _scaled_grey(np.asarray(image), image.mode, label)
+        return Image.fromarray(grey).convert("RGB")  # uint8 [H, W]: mode L
+    return image.convert("RGB")
+
+
+def _scaled_grey(array: np.ndarray, mode: str, label: str) -> np.ndarray:
+    array = array.astype(np.float64)
+    if mode == "F":
+        if not np.isfinite(array).all():
+            raise ImageReadError(f"{label}: the float image holds NaN or infinite values")
+        lo, hi = float(array.min()), float(array.max())
+        if lo < 0 or hi > 255:
+            raise ImageReadError(f"{label}: float image values lie in {lo:.4g}..{hi:.4g}; "
+                                 "expected [0, 1] or [0, 255]")
+        scale = 255.0 if hi <= 1.0 else 1.0
+    else:
+        array = array.clip(0, 65535)
+        scale = 255.0 / 65535.0
+    return (array * scale).round().clip(0, 255).astype(np.uint8)
+
+
 def pil_to_tensor(image: Image.Image) -> torch.Tensor:
-    """RGB PIL image -> float tensor [3, H, W] in [-1, 1] (mean 0.5, std 0.5 normalisation)."""
-    array = np.asarray(image.convert("RGB"), dtype=np.float32) / 255.0
+    """PIL image -> float RGB tensor [3, H, W] in [-1, 1] (mean 0.5, std 0.5 normalisation)."""
+    array = np.asarray(to_rgb(image), dtype=np.float32) / 255.0
     return torch.from_numpy(array).permute(2, 0, 1) * 2.0 - 1.0
 
 
@@ -100,12 +160,12 @@ def to_canvas(x: Any, config: SDICConfig) -> torch.Tensor:
     """Build the [B, 3, S, S] input canvas from tensors, PIL images, paths or a list of them."""
     if isinstance(x, (list, tuple)):
         if not x:
-            raise ValueError("no images given")
+            raise InputError("no images given (an empty list)")
         return torch.cat([to_canvas(item, config) for item in x])
     if isinstance(x, (str, Path)):
         x = load_image(x)
     if isinstance(x, Image.Image):
-        x = pil_to_tensor(resize_pil(x, config))
+        x = pil_to_tensor(resize_pil(to_rgb(x), config))
     if not isinstance(x, torch.Tensor):
         raise TypeError(f"cannot use {type(x).__name__} as an image; give a tensor, PIL image or path")
     return _tensor_canvas(x, config)
@@ -118,12 +178,17 @@ def _tensor_canvas(x: torch.Tensor, config: SDICConfig) -> torch.Tensor:
     top, bottom = content_rows_at(config, size)
     if x.ndim != 4 or x.shape[1] != 3 or x.shape[-1] != size or x.shape[-2] not in (size, bottom - top):
         shapes = f"[B,3,{size},{size}]" + (f" or [B,3,{bottom - top},{size}]" if top else "")
-        raise ValueError(f"expected an image tensor of shape {shapes}, got {list(x.shape)}")
+        raise InputError(f"expected an image tensor of shape {shapes}, got {list(x.shape)}")
+    if x.shape[0] == 0:
+        raise InputError(f"no images given (an empty batch of shape {list(x.shape)})")
     if not x.is_floating_point():
-        raise ValueError(f"expected a float tensor in [-1, 1], got dtype {x.dtype}")
+        raise InputError(f"expected a float tensor in [-1, 1], got dtype {x.dtype}")
+    bad = int((~torch.isfinite(x)).sum())
+    if bad:
+        raise InputError(f"the image tensor holds {bad} NaN or infinite values; inputs must be finite, in [-1, 1]")
     lo, hi = float(x.min()), float(x.max())
     if lo < -1.01 or hi > 1.01:
-        raise ValueError(f"image values must lie in [-1, 1] (got {lo:.3g}..{hi:.3g}); "
+        raise InputError(f"image values must lie in [-1, 1] (got {lo:.3g}..{hi:.3g}); "
                          "map [0, 255] images with x / 127.5 - 1")
     if x.shape[-2] == size:
         return x
@@ -148,14 +213,19 @@ def fill_outside_content(canvas: torch.Tensor, reconstruction: torch.Tensor, con
     return out
 
 
+def folder_images(folder: str | Path) -> list[Path]:
+    """Image files (by suffix, case-insensitive) directly inside ``folder``, sorted."""
+    return sorted(p for p in Path(folder).iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+
+
 def list_images(inputs: list[str]) -> list[Path]:
     """Expand files, folders (non-recursive, sorted) and glob patterns to image paths."""
     found: list[Path] = []
     for item in inputs:
         path = Path(item)
         if path.is_dir():
-            found += sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
-        elif any(ch in item for ch in "*?["):
+            found += folder_images(path)
+        elif any(ch in item for ch in GLOB_CHARACTERS):
             matches = sorted(Path().glob(item)) if not path.is_absolute() else sorted(
                 Path(path.anchor).glob(str(path.relative_to(path.anchor))))
             found += [p for p in matches if p.is_file()]

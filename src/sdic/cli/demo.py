@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 
 from .. import demo, editing
+from ..outputs import OutputFolder
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -31,7 +32,8 @@ def run(args: argparse.Namespace) -> int:
     directions = args.directions or editing.available(model.config.directions)
     for name in directions:
         editing.named(name, model.config.directions)  # unknown names fail before any work
-    outputs = demo.run_demo(model, images, args.output, {name: name for name in directions}, steps=args.steps)
+    with OutputFolder(args.output):
+        outputs = demo.run_demo(model, images, args.output, {name: name for name in directions}, steps=args.steps)
     print(f"SDIC demo: {len(images)} faces, directions: {', '.join(directions) or 'none'}")
     for path in outputs.files:
         print(f"  {path}")

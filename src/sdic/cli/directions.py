@@ -11,10 +11,12 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from tqdm import tqdm
 
 from ..directions import assess as assess_lib
 from ..directions import classifier as clf
 from ..directions import interfacegan as ifg
+from ..outputs import unique_stems
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -25,6 +27,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     _register_train(commands)
     _register_assess(commands)
     _register_condition(commands)
+    _register_list(commands)
 
 
 def _common(parser: argparse.ArgumentParser) -> None:
@@ -177,15 +180,18 @@ def _targets(names: Sequence[str] | None, config: clf.ClassifierConfig) -> list[
 
 
 class _Progress:
-    """Log ``scored done/total`` about every ``every`` samples."""
+    """A progress bar for ``score_w``'s ``(done, total)`` calls."""
 
-    def __init__(self, every: int) -> None:
-        self.every, self.next = max(1, every), max(1, every)
+    def __init__(self, desc: str) -> None:
+        self.bar: tqdm | None = None
+        self.desc = desc
 
     def __call__(self, done: int, total: int) -> None:
-        if done >= self.next or done == total:
-            _log(f"scored {done}/{total}")
-            self.next = done + self.every
+        if self.bar is None:
+            self.bar = tqdm(total=total, unit="img", desc=self.desc)
+        self.bar.update(done - self.bar.n)
+        if done >= total:
+            self.bar.close()
 
 
 def _digest(path: str | Path) -> str:
@@ -206,7 +212,7 @@ def _sample(args: argparse.Namespace, generator: Any, classifier: clf.AttributeC
             _log(f"reusing {args.samples} codes from {args.samples_cache}")
             return cached
     w = ifg.sample_w(generator, args.samples, generator.config.style_dim, args.seed, args.truncation, args.device)
-    scores = ifg.score_w(generator, classifier.scores, w, args.batch_size, _Progress(args.samples // 10))
+    scores = ifg.score_w(generator, classifier.scores, w, args.batch_size, _Progress("scoring sampled codes"))
     if args.samples_cache:
         ifg.save_samples(args.samples_cache, w, scores, info)
     return w.cpu(), scores
@@ -218,7 +224,7 @@ def _assess(args: argparse.Namespace, generator: Any, classifier: clf.AttributeC
     w = ifg.sample_w(generator, args.assess_samples, generator.config.style_dim, args.seed + 1000,
                      args.truncation, args.device)
     lpips, settings, results = _lpips(args), _settings(args), []
-    for name, direction, target, scale in named:
+    for name, direction, target, scale in tqdm(named, desc="assessing directions", unit="direction"):
         factors = args.factors if getattr(args, "factors", None) else assess_lib.factor_grid(scale, args.sigmas, args.steps)
         if 0.0 not in factors:
             factors = sorted([*factors, 0.0])
@@ -315,14 +321,17 @@ def run_assess(args: argparse.Namespace) -> int:
     generator = ifg.load_generator(args.model, args.device)
     classifier = clf.load_classifier(args.classifier, args.device)
     named, metadata = [], []
-    for path in files:
+    names, notes = unique_stems(files)  # grids/<name>.png and the report need distinct names
+    for note in notes:
+        print(f"note: {note}", file=sys.stderr)
+    for path, name in zip(files, names):
         vector, meta = ifg.load_direction(path)
         spec = args.target or meta.get("target")
         if not spec:
             raise ValueError(f"{path}: no target in the metadata; name one with --target")
         target = ifg.parse_target(str(spec), classifier.config)
         scale = float(meta.get("latent_std") or _latent_std(generator, vector, args))
-        named.append((path.stem, vector.reshape(-1).float(), target, scale))
+        named.append((name, vector.reshape(-1).float(), target, scale))
         metadata.append(meta)
     args.output.mkdir(parents=True, exist_ok=True)
     results = _assess(args, generator, classifier, named)
@@ -340,6 +349,29 @@ def run_assess(args: argparse.Namespace) -> int:
 def _latent_std(generator: Any, vector: torch.Tensor, args: argparse.Namespace) -> float:
     w = ifg.sample_w(generator, 2048, generator.config.style_dim, args.seed + 2000, args.truncation, args.device)
     return float((w.cpu() @ (vector.reshape(-1).float() / vector.norm())).std())
+
+
+# ------------------------------------------------------------------ list
+def _register_list(commands: argparse._SubParsersAction) -> None:
+    parser = commands.add_parser("list", help="list a model's bundled directions and their useful factor ranges")
+    parser.add_argument("model", help="model: a bundled name (default), our .safetensors or the authors' .pt")
+    parser.set_defaults(run=run_list)
+
+
+def run_list(args: argparse.Namespace) -> int:
+    from .. import editing
+    from ..api import load
+
+    config = load(args.model).config
+    entries = editing.describe(config.directions)
+    if not entries:
+        print(f"{args.model}: no bundled directions; pass a direction file to `sdic edit --direction`")
+        return 0
+    print(f"directions of {args.model} (set {config.directions}):")
+    width = max(len(entry.name) for entry in entries)
+    for entry in entries:
+        print(f"  {entry.name:<{width}}  {entry.kind:<12}  {entry.factors}")
+    return 0
 
 
 # ------------------------------------------------------------------ condition

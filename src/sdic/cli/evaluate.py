@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import warnings
 from pathlib import Path
 
 import torch
@@ -11,6 +12,7 @@ from tqdm import tqdm
 
 from .. import evaluation
 from ..model import PRECISIONS
+from ..outputs import OutputFolder
 from .inputs import batches, find_items, make_aligner, photos_in
 
 
@@ -51,7 +53,11 @@ def run(args: argparse.Namespace) -> int:
         "resolution": model.config.input_size, "device": str(model.device), "precision": args.precision,
         "metrics": list(metric_fns), "fid_reference": str(args.reference or "inputs"),
     })
-    args.output.mkdir(parents=True, exist_ok=True)
+    with OutputFolder(args.output, [item.path for item in items]) as out:
+        return _evaluate(args, model, items, align, metric_fns, report, out)
+
+
+def _evaluate(args, model, items, align, metric_fns, report, out: OutputFolder) -> int:
     outputs: dict[str, list[torch.Tensor]] = {stage: [] for stage in evaluation.STAGES}
     targets: list[torch.Tensor] = []
     grid_rows = []
@@ -77,10 +83,15 @@ def run(args: argparse.Namespace) -> int:
         if len(report.per_image) < 2:
             print("FID needs at least 2 images; skipped", file=sys.stderr)
         else:
-            report.fid = evaluation.fid_scores(outputs, args.reference or torch.cat(targets), model.device)
-    (args.output / "results.json").write_text(report.to_json())
-    (args.output / "results.md").write_text(report.to_markdown())
-    evaluation.stack_rows(grid_rows).save(args.output / "grid.png")
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                report.fid = evaluation.fid_scores(outputs, args.reference or torch.cat(targets), model.device)
+            for message in dict.fromkeys(str(w.message) for w in caught):
+                print(f"warning: {message}", file=sys.stderr)
+    out.save("results.json", lambda path: path.write_text(report.to_json()), "the report")
+    out.save("results.md", lambda path: path.write_text(report.to_markdown()), "the report")
+    grid = evaluation.stack_rows(grid_rows)
+    out.save("grid.png", lambda path: grid.save(path, format="PNG"), "the grid")
     print(report.to_markdown())
     print(f"wrote results.json, results.md and grid.png to {args.output}")
     if report.failures:

