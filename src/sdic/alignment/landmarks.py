@@ -100,11 +100,12 @@ def load_shape_predictor() -> Any:
 
 def read_rgb(image: ImageLike) -> tuple[np.ndarray, str]:
     """Load an image as a contiguous HxWx3 uint8 RGB array, plus a label for error messages."""
+    from ..images import load_image, to_rgb
+
     if isinstance(image, (str, Path)):
-        with Image.open(image) as im:
-            return np.asarray(im.convert("RGB")).copy(), str(image)
+        return np.asarray(load_image(image)).copy(), str(image)  # upright: EXIF orientation applied
     if isinstance(image, Image.Image):
-        return np.asarray(image.convert("RGB")).copy(), "the given PIL image"
+        return np.asarray(to_rgb(image)).copy(), "the given PIL image"
     arr = np.asarray(image)
     if arr.ndim == 2:
         arr = np.repeat(arr[..., None], 3, axis=2)
