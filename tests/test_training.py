@@ -60,6 +60,22 @@ def make_images(folder: Path, count: int, size: int = 40, seed: int = 0, corrupt
     return folder
 
 
+def write_decompression_bomb(path: Path, side: int = 20_000) -> Path:
+    """A 48 kB 1-bit PNG of side x side pixels (400 M: above PIL's bomb limit), written chunk by chunk."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    packer = zlib.compressobj(9)
+    row = bytes(1 + side // 8)  # filter byte + packed pixels
+    pixels = b"".join(packer.compress(row) for _ in range(side)) + packer.flush()
+    header = struct.pack(">IIBBBBB", side, side, 1, 0, 0, 0, 0)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", pixels) + chunk(b"IEND", b""))
+    return path
+
+
 @pytest.fixture(scope="module")
 def images(tmp_path_factory) -> Path:
     return make_images(tmp_path_factory.mktemp("imgs") / "images", 10)
@@ -140,6 +156,21 @@ def test_config_errors_name_the_key(tmp_path):
         C.load("e4e", None, [])
 
 
+@pytest.mark.parametrize("text, where", [("run:\n  steps: 3\n   batch_size: 2\n", "line 3, column 14"),
+                                         ("run: {steps: 3\n", "line 2, column 1"),
+                                         ("run:\n\tsteps: 3\n", "line 2, column 1")])
+def test_malformed_yaml_is_one_line_naming_file_line_and_column(tmp_path, capsys, text, where):
+    from sdic.cli.main import main
+
+    path = tmp_path / "broken.yaml"
+    path.write_text(text)
+    with pytest.raises(C.ConfigError, match=rf"broken.yaml, {where}: not valid YAML \(.+\)$"):
+        C.load("stylegan2", path)
+    assert main(["train", "stylegan2", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and where in err and "Traceback" not in err
+
+
 def test_model_spec_presets_and_overrides():
     config = C.load("stylegan2", None, ["model=tiny", "model.generator.size=64", "model.name=t64"])
     model = C.resolve_model(config.model)
@@ -167,6 +198,50 @@ def test_corrupt_image_is_skipped_with_a_warning(tmp_path):
         image = dataset[bad]
     assert image.shape == (3, 16, 16)
     assert torch.equal(image, dataset[(bad + 1) % len(files)])  # the next readable image
+
+
+def test_a_decompression_bomb_is_skipped_with_a_warning(tmp_path):
+    folder = make_images(tmp_path / "b", 2)
+    write_decompression_bomb(folder / "bomb.png")
+    files = list_image_files(folder)
+    dataset = ImageFolder(files, frame_transform(16))
+    bomb = [f.name for f in files].index("bomb.png")
+    with pytest.warns(UnreadableImageWarning, match="bomb.png: refused as a possible decompression bomb"):
+        image = dataset[bomb]
+    assert torch.equal(image, dataset[(bomb + 1) % len(files)])  # the next readable image took its place
+
+
+def test_a_dataset_without_a_readable_image_is_refused_before_training(tmp_path, capsys):
+    from sdic.cli.main import main
+    from sdic.training.data import NoReadableImageError, build_datasets
+
+    folder = tmp_path / "bad"
+    folder.mkdir()
+    for i in range(3):
+        (folder / f"{i}.png").write_text("not an image")
+    write_decompression_bomb(folder / "3.png")
+    with pytest.warns(UnreadableImageWarning), \
+            pytest.raises(NoReadableImageError, match=r"none of the 4 images of the training set .* can be read"):
+        build_datasets(C.DataConfig(path=str(folder), val_fraction=0), frame_transform(16))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        assert main(["train", "stylegan2", *stage_overrides(tmp_path / "run", folder, 2, "data.val_fraction=0",
+                                                            "stddev_group=2")]) == 2
+    assert "can be read" in capsys.readouterr().err
+    assert not (tmp_path / "run" / "checkpoints").exists()
+
+
+def test_an_unreadable_validation_set_leaves_training_without_validation(tmp_path):
+    from sdic.training.data import build_datasets
+
+    val = tmp_path / "val"
+    val.mkdir()
+    (val / "0.png").write_text("not an image")
+    config = C.DataConfig(path=str(make_images(tmp_path / "train", 2)), val_path=str(val))
+    with pytest.warns(UnreadableImageWarning) as caught:
+        train_set, val_set = build_datasets(config, frame_transform(16))
+    assert len(train_set) == 2 and val_set is None
+    assert "training without validation" in str(caught[-1].message)
 
 
 def test_training_runs_over_a_corrupt_image(tmp_path, generator_file, e4e_file):
