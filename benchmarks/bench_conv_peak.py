@@ -4,7 +4,7 @@ Times one 512->512 3x3 convolution at 64x64 (the generator's and e4e's
 workhorse shape) in fp32 and bf16, contiguous and channels-last, and turns the
 best rate into a lower bound on the time per inversion: an inversion is about
 587 GFLOP (e4e 145, generator 151 per pass and two passes, DIPN 78, DICN 63;
-the count in issue 4), so no implementation can beat ``587 / rate`` seconds.
+counted per layer), so no implementation can beat ``587 / rate`` seconds.
 
     python -m benchmarks.bench_conv_peak
     python -m benchmarks.bench_conv_peak --write docs/performance.md

@@ -60,6 +60,22 @@ def make_images(folder: Path, count: int, size: int = 40, seed: int = 0, corrupt
     return folder
 
 
+def write_decompression_bomb(path: Path, side: int = 20_000) -> Path:
+    """A 48 kB 1-bit PNG of side x side pixels (400 M: above PIL's bomb limit), written chunk by chunk."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    packer = zlib.compressobj(9)
+    row = bytes(1 + side // 8)  # filter byte + packed pixels
+    pixels = b"".join(packer.compress(row) for _ in range(side)) + packer.flush()
+    header = struct.pack(">IIBBBBB", side, side, 1, 0, 0, 0, 0)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", pixels) + chunk(b"IEND", b""))
+    return path
+
+
 @pytest.fixture(scope="module")
 def images(tmp_path_factory) -> Path:
     return make_images(tmp_path_factory.mktemp("imgs") / "images", 10)
@@ -140,6 +156,21 @@ def test_config_errors_name_the_key(tmp_path):
         C.load("e4e", None, [])
 
 
+@pytest.mark.parametrize("text, where", [("run:\n  steps: 3\n   batch_size: 2\n", "line 3, column 14"),
+                                         ("run: {steps: 3\n", "line 2, column 1"),
+                                         ("run:\n\tsteps: 3\n", "line 2, column 1")])
+def test_malformed_yaml_is_one_line_naming_file_line_and_column(tmp_path, capsys, text, where):
+    from sdic.cli.main import main
+
+    path = tmp_path / "broken.yaml"
+    path.write_text(text)
+    with pytest.raises(C.ConfigError, match=rf"broken.yaml, {where}: not valid YAML \(.+\)$"):
+        C.load("stylegan2", path)
+    assert main(["train", "stylegan2", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and where in err and "Traceback" not in err
+
+
 def test_model_spec_presets_and_overrides():
     config = C.load("stylegan2", None, ["model=tiny", "model.generator.size=64", "model.name=t64"])
     model = C.resolve_model(config.model)
@@ -167,6 +198,50 @@ def test_corrupt_image_is_skipped_with_a_warning(tmp_path):
         image = dataset[bad]
     assert image.shape == (3, 16, 16)
     assert torch.equal(image, dataset[(bad + 1) % len(files)])  # the next readable image
+
+
+def test_a_decompression_bomb_is_skipped_with_a_warning(tmp_path):
+    folder = make_images(tmp_path / "b", 2)
+    write_decompression_bomb(folder / "bomb.png")
+    files = list_image_files(folder)
+    dataset = ImageFolder(files, frame_transform(16))
+    bomb = [f.name for f in files].index("bomb.png")
+    with pytest.warns(UnreadableImageWarning, match="bomb.png: refused as a possible decompression bomb"):
+        image = dataset[bomb]
+    assert torch.equal(image, dataset[(bomb + 1) % len(files)])  # the next readable image took its place
+
+
+def test_a_dataset_without_a_readable_image_is_refused_before_training(tmp_path, capsys):
+    from sdic.cli.main import main
+    from sdic.training.data import NoReadableImageError, build_datasets
+
+    folder = tmp_path / "bad"
+    folder.mkdir()
+    for i in range(3):
+        (folder / f"{i}.png").write_text("not an image")
+    write_decompression_bomb(folder / "3.png")
+    with pytest.warns(UnreadableImageWarning), \
+            pytest.raises(NoReadableImageError, match=r"none of the 4 images of the training set .* can be read"):
+        build_datasets(C.DataConfig(path=str(folder), val_fraction=0), frame_transform(16))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        assert main(["train", "stylegan2", *stage_overrides(tmp_path / "run", folder, 2, "data.val_fraction=0",
+                                                            "stddev_group=2")]) == 2
+    assert "can be read" in capsys.readouterr().err
+    assert not (tmp_path / "run" / "checkpoints").exists()
+
+
+def test_an_unreadable_validation_set_leaves_training_without_validation(tmp_path):
+    from sdic.training.data import build_datasets
+
+    val = tmp_path / "val"
+    val.mkdir()
+    (val / "0.png").write_text("not an image")
+    config = C.DataConfig(path=str(make_images(tmp_path / "train", 2)), val_path=str(val))
+    with pytest.warns(UnreadableImageWarning) as caught:
+        train_set, val_set = build_datasets(config, frame_transform(16))
+    assert len(train_set) == 2 and val_set is None
+    assert "training without validation" in str(caught[-1].message)
 
 
 def test_training_runs_over_a_corrupt_image(tmp_path, generator_file, e4e_file):
@@ -227,6 +302,40 @@ def test_periodic_checkpoints_are_kept(tmp_path):
     assert checkpointing.load_training_state(tmp_path / "checkpoints" / "step_00000002.pt")["step"] == 2
 
 
+def test_kept_snapshots_are_independent_copies_of_last(tmp_path):
+    checkpointing.save_training_state({"step": 2, "value": torch.ones(3)}, tmp_path, keep=True)
+    folder = tmp_path / "checkpoints"
+    kept, last = folder / "step_00000002.pt", folder / "last.pt"
+    assert kept.stat().st_nlink == 1 and kept.stat().st_ino != last.stat().st_ino
+    with open(last, "r+b") as handle:  # a write into last.pt itself (not a replace)
+        handle.write(b"\0" * 64)
+    state = checkpointing.load_training_state(kept)
+    assert state["step"] == 2 and torch.equal(state["value"], torch.ones(3))
+
+
+def _dead_pid() -> int:
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait()
+    return child.pid
+
+
+def test_temporaries_of_a_killed_run_are_removed_on_the_next_start(tmp_path, images):
+    config = stage_config("stylegan2", tmp_path / "run", images, 1, "stddev_group=2")
+    train("stylegan2", config)
+    folder = tmp_path / "run" / "checkpoints"
+    dead, live = _dead_pid(), os.getppid()
+    left = [folder / f".last.pt.tmp{dead}", folder / f".step_00000001.pt.tmp{dead}",
+            tmp_path / "run" / f".stylegan2.pt.tmp{dead}", tmp_path / "run" / "stylegan2.safetensors.tmp"]
+    for path in left:
+        path.write_bytes(b"half a checkpoint")
+    busy = folder / f".last.pt.tmp{live}"  # a process that is still running owns it
+    busy.write_bytes(b"being written")
+    assert train("stylegan2", stage_config("stylegan2", tmp_path / "run", images, 2, "stddev_group=2"),
+                 resume=True).step == 2
+    assert not any(p.exists() for p in left) and busy.exists()
+    assert "removed 4 temporary file(s)" in (tmp_path / "run" / "run.log").read_text()
+
+
 def test_rng_states_round_trip():
     import random
 
@@ -253,6 +362,24 @@ def test_lookahead_interpolates_every_k_steps():
     clone = Lookahead(torch.optim.SGD([torch.nn.Parameter(p.detach().clone())], lr=0.1), k=2, alpha=0.5)
     clone.load_state_dict(state)
     assert clone.counter == 2 and torch.equal(clone.slow[0], opt.slow[0])
+
+
+def test_a_restored_lookahead_keeps_sharing_its_groups_with_the_inner_optimizer():
+    from sdic.training.optim import build_scheduler
+
+    p = torch.nn.Parameter(torch.ones(2, 2))
+    config = C.OptimConfig(name="ranger", lr=1e-3, warmup_steps=4)
+    opt = build_optimizer(config, [p])
+    scheduler = build_scheduler(config, opt, 10)
+    p.grad = torch.ones(2, 2)
+    opt.step()
+    scheduler.step()
+    restored = build_optimizer(config, [p])
+    restored.load_state_dict(opt.state_dict())
+    schedule = build_scheduler(config, restored, 10)
+    schedule.load_state_dict(scheduler.state_dict())
+    schedule.step()  # the warm-up must reach the RAdam that steps
+    assert restored.inner.param_groups[0]["lr"] == pytest.approx(1e-3 * 3 / 4)
 
 
 def test_ranger_is_radam_with_centralized_gradients_and_lookahead():
@@ -382,12 +509,74 @@ def test_nan_stops_the_run_naming_the_term_and_keeps_the_checkpoint(tmp_path, im
     config = stage_config("sdic", tmp_path / "run", images, 10, f"e4e={e4e_file}", "losses.identity=0",
                           "losses.lpips=0", "run.checkpoint_every=2")
     build = stage_builder("sdic")
-    with pytest.raises(NonFiniteLossError, match=r"l2 = nan at step 5"):
+    with pytest.raises(NonFiniteLossError, match=r"l2 = nan at step 5; .* checkpoint \(step 4, .*--resume optim.lr="):
         run_loop(config, lambda c, env: _Poisoned(build(c, env), at=5))
     state = checkpointing.load_training_state(tmp_path / "run" / "checkpoints" / "last.pt")
     assert state["step"] == 4
     assert all(torch.isfinite(t).all() for m in state["modules"].values() for t in m.values()
                if t.is_floating_point())
+    assert "l2 = nan at step 5" in (tmp_path / "run" / "run.log").read_text()
+
+
+def test_a_nan_before_the_first_checkpoint_claims_no_checkpoint(tmp_path, images):
+    config = stage_config("stylegan2", tmp_path / "run", images, 10, "stddev_group=2", "run.checkpoint_every=5")
+    build = stage_builder("stylegan2")
+    with pytest.raises(NonFiniteLossError) as caught:
+        run_loop(config, lambda c, env: _PoisonedTerm(build(c, env), at=2, term="d_loss"))
+    message = str(caught.value)
+    assert "no checkpoint was written yet (the first is at step 5)" in message and "is kept" not in message
+    assert "g_optim.lr=0.002, d_optim.lr=0.002" in message
+    assert checkpointing.last_checkpoint(tmp_path / "run") is None
+
+
+class _PoisonedTerm(_StageFrom):
+    """Wraps a stage: the loss term ``term`` becomes NaN from step ``at``."""
+
+    def __init__(self, stage, at: int, term: str) -> None:
+        super().__init__(stage, at)
+        self._term = term
+
+    def train_step(self, batch, step):
+        terms = self._stage.train_step(batch, step)
+        if step + 1 >= self._at:
+            terms[self._term] = terms[self._term] * math.nan
+        return terms
+
+
+def _group_rates(state: dict, optimizer: str) -> list[float]:
+    saved = state["optimizers"][optimizer]
+    return [g["lr"] for g in saved.get("inner", saved)["param_groups"]]
+
+
+def test_resume_takes_a_lowered_learning_rate_and_records_it(tmp_path, images):
+    args = ("stddev_group=2", "r1_every=2", "g_optim.warmup_steps=10", "d_optim.warmup_steps=10")
+    train("stylegan2", stage_config("stylegan2", tmp_path / "run", images, 2, *args))
+    result = train("stylegan2", stage_config("stylegan2", tmp_path / "run", images, 4, *args, "d_optim.lr=5e-4",
+                                             "run.precision=bf16"), resume=True)
+    assert result.step == 4
+    state = checkpointing.load_training_state(tmp_path / "run" / "checkpoints" / "last.pt")
+    ratio = 2 / 3  # lazy R1 every 2 steps: StyleGAN2 scales the discriminator's rate by r/(r+1)
+    warmup = (4 + 1) / 10  # the schedule's factor after 4 steps is kept
+    assert _group_rates(state, "d") == [pytest.approx(5e-4 * ratio * warmup)]
+    assert state["schedulers"]["d"]["base_lrs"] == [pytest.approx(5e-4 * ratio)]
+    assert _group_rates(state, "g") == [pytest.approx(0.002 * (4 / 5) * warmup)]  # unchanged
+    assert state["config"]["d_optim"]["lr"] == 5e-4 and state["config"]["run"]["precision"] == "bf16"
+    log = (tmp_path / "run" / "run.log").read_text()
+    assert "d_optim.lr: 0.002 -> 0.0005" in log and "run.precision: 'fp32' -> 'bf16'" in log
+    assert "lr: 0.0005" in (tmp_path / "run" / "config.yaml").read_text()
+    with pytest.raises(ResumeError, match="d_optim.betas"):  # other optimiser settings stay fixed
+        train("stylegan2", stage_config("stylegan2", tmp_path / "run", images, 5, *args, "d_optim.lr=5e-4",
+                                        "d_optim.betas=[0.5, 0.9]"), resume=True)
+
+
+def test_a_moved_run_folder_resumes_and_records_the_move(tmp_path, images):
+    train("stylegan2", stage_config("stylegan2", tmp_path / "old", images, 2, "stddev_group=2"))
+    shutil.move(tmp_path / "old", tmp_path / "new")
+    result = train("stylegan2", stage_config("stylegan2", tmp_path / "new", images, 3, "stddev_group=2"), resume=True)
+    assert result.step == 3
+    state = checkpointing.load_training_state(tmp_path / "new" / "checkpoints" / "last.pt")
+    assert state["config"]["run"]["out"] == str(tmp_path / "new")
+    assert f"run.out: '{tmp_path / 'old'}' -> '{tmp_path / 'new'}'" in (tmp_path / "new" / "run.log").read_text()
 
 
 class _Interrupted(_StageFrom):

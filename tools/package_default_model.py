@@ -1,7 +1,7 @@
 """Put a trained SDIC run and its learned directions into the package as the bundled model.
 
-    python -m tools.package_default_model /work/runs/faces64/sdic/sdic.safetensors \
-        /work/runs/faces64/directions --name faces64 --directions-set facesjs
+    python -m tools.package_default_model runs/faces64/sdic/sdic.safetensors \
+        runs/faces64/directions --name faces64 --directions-set facesjs
 
 Writes ``src/sdic/data/models/<name>.safetensors`` (our format, the model's config naming the
 direction set; large weight tensors stored as float16 to fit the package budget) and copies the direction files (only ``*.safetensors``, not the reports) to

@@ -220,7 +220,7 @@ def ffhq() -> SDICConfig:
 
 
 def cars() -> SDICConfig:
-    """The authors' cars model: Stanford Cars StyleGAN2 at 512x512, 16 latents."""
+    """The authors' cars model: the LSUN cars StyleGAN2 at 512x512, 16 latents."""
     return SDICConfig(
         name="cars",
         generator=GeneratorConfig(size=512),

@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Build a deterministic synthetic cartoon-face dataset with facesjs + cairosvg.
 
-    python tools/faces_dataset/build.py --seed 0 --count 30000 --size 128 --out /work/data/faces128
+    python tools/faces_dataset/build.py --seed 0 --count 30000 --size 128 --out DATA/faces128
 
 Writes OUT/images/000000.png ..., OUT/labels.csv (numeric attributes, one row
 per image), OUT/faces.jsonl (the raw facesjs face objects) and OUT/meta.json

@@ -2,7 +2,7 @@
 """Detection rate of dlib's HOG frontal face detector on a built dataset (optional check).
 
     pip install dlib-bin
-    python tools/faces_dataset/dlib_check.py /work/data/faces128_heldout --n 100 [--upsample 1]
+    python tools/faces_dataset/dlib_check.py DATA/faces128_heldout --n 100 [--upsample 1]
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Contact sheet of the first N faces of a built dataset.
 
-    python tools/faces_dataset/sheet.py /work/data/faces128 --n 16 --cols 4 --out docs/img/faces_dataset_sample.png
+    python tools/faces_dataset/sheet.py DATA/faces128 --n 16 --cols 4 --out docs/img/faces_dataset_sample.png
 """
 
 from __future__ import annotations

@@ -9,13 +9,18 @@ the run's shared generator. Resuming from it continues bit for bit.
 
 Files are written to a temporary name in the same folder, flushed to disk and
 moved into place with ``os.replace``: a crash at any point leaves either the
-previous file or the new one, never a partial file.
+previous file or the new one, never a partial file. The temporary files a
+killed run leaves are removed when the next run in the folder starts
+(:func:`remove_stale_temporaries`). Kept snapshots are independent copies of
+``last.pt`` (not hard links), so rewriting ``last.pt`` never touches them.
 """
 
 from __future__ import annotations
 
 import os
 import random
+import re
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -34,19 +39,43 @@ def atomic_torch_save(obj: Any, path: str | Path) -> Path:
     return atomic_write(path, lambda tmp: torch.save(obj, tmp))
 
 
-def atomic_link(source: Path, target: Path) -> Path:
-    """Make ``target`` a copy of ``source`` (a hard link when possible), atomically."""
-    tmp = target.with_name(f".{target.name}.tmp{os.getpid()}")
-    if tmp.exists():
-        tmp.unlink()
-    try:
-        os.link(source, tmp)
-    except OSError:
-        import shutil
+def atomic_copy(source: Path, target: Path) -> Path:
+    """Make ``target`` an independent copy of ``source`` (never a hard link), atomically."""
+    return atomic_write(target, lambda tmp: shutil.copyfile(source, tmp))
 
-        shutil.copyfile(source, tmp)
-    os.replace(tmp, target)
-    return target
+
+_TEMPORARY = re.compile(r"^\.?(?P<name>.+\.(?:pt|safetensors))\.tmp(?P<pid>\d*)$")
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's live process
+        return True
+    return True
+
+
+def remove_stale_temporaries(run_dir: str | Path) -> list[Path]:
+    """Delete the checkpoint and export temporaries (``.last.pt.tmp1234``, ``x.safetensors.tmp``)
+    an interrupted run left in ``run_dir`` and its ``checkpoints/``; returns what was removed.
+
+    A temporary tagged with the id of a process that is still running is left alone.
+    """
+    removed = []
+    for folder in (Path(run_dir), checkpoint_dir(run_dir)):
+        if not folder.is_dir():
+            continue
+        for path in sorted(folder.iterdir()):
+            match = _TEMPORARY.match(path.name)
+            if match is None or not path.is_file():
+                continue
+            if match["pid"] and int(match["pid"]) != os.getpid() and _process_alive(int(match["pid"])):
+                continue
+            path.unlink(missing_ok=True)
+            removed.append(path)
+    return removed
 
 
 # ------------------------------------------------------------------ RNG
@@ -95,11 +124,11 @@ def last_checkpoint(run_dir: str | Path) -> Path | None:
 
 
 def save_training_state(state: dict, run_dir: str | Path, keep: bool) -> Path:
-    """Write ``checkpoints/last.pt`` atomically; with ``keep`` also ``step_XXXXXXXX.pt``."""
+    """Write ``checkpoints/last.pt`` atomically; with ``keep`` also a copy ``step_XXXXXXXX.pt``."""
     folder = checkpoint_dir(run_dir)
     path = atomic_torch_save({"format": FORMAT, "version": VERSION, **state}, folder / LAST)
     if keep:
-        atomic_link(path, folder / f"step_{int(state['step']):08d}.pt")
+        atomic_copy(path, folder / f"step_{int(state['step']):08d}.pt")
     return path
 
 

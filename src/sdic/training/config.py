@@ -334,14 +334,27 @@ def apply_override(data: dict, assignment: str) -> None:
     node[parts[-1]] = parse_value(text)
 
 
+def yaml_error_message(path: Path, error: Exception) -> str:
+    """One line for a YAML syntax error: the file, line and column (1-based) and what is wrong."""
+    mark = getattr(error, "problem_mark", None) or getattr(error, "context_mark", None)
+    where = f"{path}, line {mark.line + 1}, column {mark.column + 1}" if mark is not None else str(path)
+    problem = getattr(error, "problem", None) or str(error).splitlines()[0]
+    return f"{where}: not valid YAML ({problem})"
+
+
 def read_yaml(path: str | Path) -> dict:
     import yaml
 
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such configuration file")
-    with open(path, encoding="utf-8") as handle:
-        data = yaml.safe_load(handle) or {}
+    try:
+        with open(path, encoding="utf-8") as handle:
+            data = yaml.safe_load(handle) or {}
+    except yaml.YAMLError as error:
+        raise ConfigError(yaml_error_message(path, error)) from None
+    except UnicodeDecodeError as error:
+        raise ConfigError(f"{path}: not a text (UTF-8) file, byte {error.start}") from None
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: the top level must be a mapping")
     return data

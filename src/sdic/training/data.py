@@ -8,8 +8,10 @@ the sampler, not by the worker processes, so the data order and augmentation
 depend only on the seed and the epoch: a resumed run sees the same batches, and
 N processes x batch B see the same images as one process x batch N*B.
 
-An image that cannot be read is skipped with a warning (the next readable
-image takes its place), so one corrupt file does not stop a long run.
+An image that cannot be read (corrupt, not an image, or a decompression bomb:
+more pixels than PIL's ``Image.MAX_IMAGE_PIXELS`` limit allows) is skipped with a
+warning (the next readable image takes its place), so one bad file does not stop
+a long run; a set where no image is readable is refused before training starts.
 With ``data.align`` the folders are first FFHQ-aligned once (:func:`align_folder`).
 """
 
@@ -25,6 +27,7 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from ..config import SDICConfig
+from ..errors import SDICError
 from ..files import atomic_write
 from ..images import IMAGE_SUFFIXES, ImageReadError, content_rows_at, load_image, pil_to_tensor
 from .config import DataConfig
@@ -33,6 +36,18 @@ from .distributed import DistContext, barrier
 
 class UnreadableImageWarning(UserWarning):
     """A dataset image could not be decoded and was skipped."""
+
+
+class NoReadableImageError(SDICError, ValueError):
+    """Not one image of a training or validation set can be read."""
+
+
+def _read_training_image(path: Path) -> Image.Image:
+    """``load_image``, with PIL's decompression-bomb refusal reported as an unreadable image."""
+    try:
+        return load_image(path)
+    except Image.DecompressionBombError as error:
+        raise ImageReadError(f"{path}: refused as a possible decompression bomb ({error})") from None
 
 
 def list_image_files(root: str | Path) -> list[Path]:
@@ -73,10 +88,11 @@ def frame_transform(size: int, model: SDICConfig | None = None) -> Callable[[Ima
 class ImageFolder(Dataset):
     """Images of a file list; items are ``(index, flip)`` pairs (or plain indices)."""
 
-    def __init__(self, files: list[Path], transform: Callable[[Image.Image], torch.Tensor]) -> None:
+    def __init__(self, files: list[Path], transform: Callable[[Image.Image], torch.Tensor], name: str = "") -> None:
         if not files:
             raise ValueError("the image list is empty")
         self.files = list(files)
+        self.name = name or "the dataset"
         self.transform = transform
         self._unreadable: set[int] = set()
 
@@ -85,19 +101,22 @@ class ImageFolder(Dataset):
 
     def __getitem__(self, item: int | tuple[int, bool]) -> torch.Tensor:
         index, flip = item if isinstance(item, tuple) else (item, False)
+        last_error = None
         for offset in range(len(self.files)):
             i = (index + offset) % len(self.files)
             if i in self._unreadable:
                 continue
             try:
-                image = load_image(self.files[i])
+                image = _read_training_image(self.files[i])
             except ImageReadError as error:
                 self._unreadable.add(i)
+                last_error = error
                 warnings.warn(f"skipping unreadable training image: {error}", UnreadableImageWarning, stacklevel=2)
                 continue
             tensor = self.transform(image)
             return tensor.flip(-1) if flip else tensor
-        raise RuntimeError("no readable image in the dataset")
+        detail = f"; the last one: {last_error}" if last_error is not None else ""
+        raise NoReadableImageError(f"none of the {len(self.files)} images of {self.name} can be read{detail}")
 
 
 class FlipSampler(DistributedSampler):
@@ -192,8 +211,17 @@ def build_datasets(config: DataConfig, transform: Callable[[Image.Image], torch.
         train_files, val_files = split_files(files, config.val_fraction, config.val_max, config.split_seed)
     if not train_files:
         raise ValueError(f"{config.path}: every image went to validation; lower data.val_fraction")
-    val = ImageFolder(val_files, transform) if val_files else None
-    return ImageFolder(train_files, transform), val
+    val = ImageFolder(val_files, transform, f"the validation set ({config.val_path or config.path})") \
+        if val_files else None
+    train = ImageFolder(train_files, transform, f"the training set ({config.path})")
+    train[0]  # fails here, before training, when no image is readable
+    if val is not None:
+        try:
+            val[0]
+        except NoReadableImageError as error:
+            warnings.warn(f"{error}: training without validation", UnreadableImageWarning, stacklevel=2)
+            val = None
+    return train, val
 
 
 def validation_batches(dataset: ImageFolder | None, batch_size: int, count: int) -> Iterator[torch.Tensor]:

@@ -6,13 +6,16 @@ A stage (:mod:`.stylegan2`, :mod:`.e4e`, :mod:`.sdic`) implements :class:`Stage`
 * seeds, devices, the process group (:mod:`.distributed`) and mixed precision;
 * an endless, resumable stream of training batches (:mod:`.data`);
 * after every step, the loss terms are averaged over processes and checked:
-  a NaN or infinite term stops the run with a message naming it (the last
-  checkpoint, written before the bad step, is kept);
+  a NaN or infinite term stops the run with a message naming it and the
+  learning-rate keys to lower (the last checkpoint, if one was written, is from
+  before the bad step);
 * progress bar, TensorBoard scalars and image grids (:mod:`.monitor`);
 * checkpoints every ``run.checkpoint_every`` steps, at the end and when the run
   is stopped with Ctrl-C or SIGTERM (after the current step): ``last.pt`` plus
   ``step_XXXXXXXX.pt`` every ``run.keep_every``, and the exported models;
-* ``resume=True`` restores everything and continues bit for bit.
+* ``resume=True`` restores everything and continues bit for bit; learning
+  rates and ``run.precision`` may change on resume (the remedies of a NaN stop),
+  as may the run folder's place; such changes are recorded in ``run.log``.
 """
 
 from __future__ import annotations
@@ -190,13 +193,26 @@ def reduce_terms(terms: dict[str, torch.Tensor], stop: bool, ctx: DistContext) -
     return dict(zip(names, values[:-1])), values[-1] > 0
 
 
-def check_finite(terms: dict[str, float], step: int) -> None:
+def check_finite(terms: dict[str, float], step: int, config: TrainConfig, saved_at: int | None) -> None:
+    """Raise :class:`NonFiniteLossError` naming the bad terms, the remedies and what was kept.
+
+    ``saved_at`` is the step of the run's last checkpoint (None: none written yet).
+    """
     bad = [f"{name} = {value}" for name, value in terms.items() if not math.isfinite(value)]
-    if bad:
-        raise NonFiniteLossError(
-            f"loss term {', '.join(bad)} at step {step}; training stopped and the last checkpoint "
-            "(written before this step) is kept. Lower the learning rate, use run.precision=fp32 "
-            "or check the data, then continue with --resume")
+    if not bad:
+        return
+    rates = learning_rates(config)
+    now = ", ".join(f"{key}={value:g}" for key, value in rates.items())
+    key, value = next(iter(rates.items()))
+    if saved_at is None:
+        kept, then = (f"no checkpoint was written yet (the first is at step {config.run.checkpoint_every})",
+                      f"then start again (from step 0), e.g. with {key}={value / 2:g}")
+    else:
+        kept, then = (f"the last checkpoint (step {saved_at}, before this step) is kept",
+                      f"then continue from it with --resume, e.g. --resume {key}={value / 2:g}")
+    raise NonFiniteLossError(
+        f"loss term {', '.join(bad)} at step {step}; training stopped and {kept}. Lower the learning "
+        f"rate (now {now}), use run.precision=fp32 or check the data, {then}")
 
 
 # ----------------------------------------------------------- checkpoints
@@ -205,6 +221,22 @@ RESUMABLE_CHANGES = {
     "run.checkpoint_every", "run.keep_every", "run.tensorboard", "run.progress", "run.threads",
     "run.device", "data.workers", "fid_every", "fid_samples", "samples",
 }
+# Changes a resumed run accepts and records in run.log: the run folder's place (the checkpoint
+# being read is in the new place, so it is the same run), the precision and the learning rates
+# (the remedies a NaN stop names). Nothing in the saved state depends on them; other settings
+# (loss weights, betas, schedules, sizes) would make the run another experiment and stay refused.
+RECORDED_CHANGES = {"run.out", "run.precision"}
+
+
+def is_learning_rate(key: str) -> bool:
+    """Configuration keys holding an optimiser's learning rate (``optim.lr``, ``latent_disc_lr``)."""
+    last = key.rsplit(".", 1)[-1]
+    return last == "lr" or last.endswith("_lr")
+
+
+def learning_rates(config: TrainConfig) -> dict[str, float]:
+    """The learning-rate keys of a stage configuration and their values."""
+    return {k: v for k, v in _flatten(to_plain(config)).items() if is_learning_rate(k)}
 
 
 def _flatten(data: Any, prefix: str = "") -> dict[str, Any]:
@@ -225,8 +257,46 @@ def config_differences(saved: dict, current: dict, defaults: dict | None = None)
     a, b = _flatten(saved), _flatten(current)
     d = _flatten(defaults) if defaults is not None else {}
     return [f"{k}: {a.get(k)!r} -> {b.get(k)!r}" for k in sorted(set(a) | set(b))
-            if a.get(k) != b.get(k) and k not in RESUMABLE_CHANGES
+            if a.get(k) != b.get(k) and k not in RESUMABLE_CHANGES and not _recorded(k)
             and not (k not in a and k in d and b.get(k) == d[k])]
+
+
+def _recorded(key: str) -> bool:
+    return key in RECORDED_CHANGES or is_learning_rate(key)
+
+
+def recorded_changes(saved: dict, current: dict) -> dict[str, tuple[Any, Any]]:
+    """The accepted changes a resume records: ``{key: (saved value, new value)}``."""
+    a, b = _flatten(saved), _flatten(current)
+    return {k: (a[k], b[k]) for k in sorted(set(a) & set(b)) if _recorded(k) and a[k] != b[k]}
+
+
+def fresh_learning_rates(stage: Stage) -> dict[str, Any]:
+    """The per-group rates the stage's optimisers and schedulers were built with (the new config's)."""
+    return {"groups": {name: [(g["lr"], g.get("initial_lr")) for g in opt.param_groups]
+                       for name, opt in stage.optimizers().items()},
+            "base": {name: list(s.base_lrs) for name, s in stage.schedulers().items()}}
+
+
+def apply_learning_rates(stage: Stage, fresh: dict[str, Any]) -> None:
+    """After a restore, replace the checkpoint's learning rates by ``fresh`` ones, keeping the schedule.
+
+    Optimiser and scheduler states carry their rates; the step counts and moments
+    are kept, only the rates change (a scheduled rate is the new base rate times
+    the schedule's factor at the restored step).
+    """
+    for name, optimizer in stage.optimizers().items():
+        for group, (lr, initial) in zip(optimizer.param_groups, fresh["groups"][name], strict=True):
+            group["lr"] = lr
+            if initial is not None:
+                group["initial_lr"] = initial
+    for name, scheduler in stage.schedulers().items():
+        scheduler.base_lrs = list(fresh["base"][name])
+        rates = [base * factor(scheduler.last_epoch) for base, factor in zip(scheduler.base_lrs,
+                                                                               scheduler.lr_lambdas)]
+        for group, rate in zip(scheduler.optimizer.param_groups, rates, strict=True):
+            group["lr"] = rate
+        scheduler._last_lr = rates
 
 
 def training_state(stage: Stage, step: int, env: StageEnv, stream: BatchStream) -> dict:
@@ -293,6 +363,7 @@ def _run(config: TrainConfig, build_stage, resume: bool, ctx: DistContext) -> Ru
         torch.set_num_threads(config.run.threads)
     run_dir = Path(config.run.out)
     last = _check_run_dir(run_dir, resume)
+    stale = checkpointing.remove_stale_temporaries(run_dir) if ctx.is_main else []
     distributed.barrier(ctx)
     checkpointing.seed_everything(config.run.seed)
     env = StageEnv(ctx, SharedRandom(config.run.seed, ctx.device), Precision(config.run.precision, ctx.device),
@@ -305,23 +376,20 @@ def _run(config: TrainConfig, build_stage, resume: bool, ctx: DistContext) -> Ru
     stream = BatchStream(train_set, ctx, config.run.batch_size, config.run.seed, config.data.hflip,
                          config.data.workers)
     step = 0
+    changes: dict[str, tuple[Any, Any]] = {}
     if last is not None:
-        state = checkpointing.load_training_state(last, stage.name)
-        differences = config_differences(state["config"], to_plain(stage.config), to_plain(type(stage.config)()))
-        if differences:
-            raise ResumeError(f"{last}: the configuration differs from the checkpoint's in keys a resumed "
-                              "run cannot change: " + "; ".join(differences[:8]))
-        if int(state.get("world_size", 1)) * int(state["config"]["run"]["batch_size"]) != \
-                ctx.world_size * config.run.batch_size:
-            raise ResumeError("the global batch (processes x run.batch_size) differs from the checkpoint's")
-        step = restore_state(state, stage, env, stream)
-        del state
-    elif ctx.is_main:
+        step, changes = _resume(last, stage, env, stream)
+    if ctx.is_main and (last is None or changes):
         run_dir.mkdir(parents=True, exist_ok=True)
         (run_dir / "config.yaml").write_text(dump_yaml(stage.config, stage.name), encoding="utf-8")
     monitor = Monitor(run_dir, config.run, stage.name, step, ctx.is_main)
+    if stale:
+        monitor.event(f"removed {len(stale)} temporary file(s) an interrupted run left: "
+                      + ", ".join(p.name for p in stale))
     if last is not None:
-        monitor.message(f"resumed {stage.name} training from {last} at step {step}")
+        changed = "; ".join(f"{k}: {a!r} -> {b!r}" for k, (a, b) in changes.items())
+        monitor.event(f"resumed {stage.name} training from {last} at step {step}"
+                      + (f", with {changed}" if changed else ""))
     result = RunResult(run_dir, step)
     try:
         with StopRequest() as stop:
@@ -329,6 +397,25 @@ def _run(config: TrainConfig, build_stage, resume: bool, ctx: DistContext) -> Ru
     finally:
         monitor.close()
     return result
+
+
+def _resume(last: Path, stage: Stage, env: StageEnv, stream: BatchStream) -> tuple[int, dict[str, tuple[Any, Any]]]:
+    """Check the checkpoint against the configuration, restore it; the step and the recorded changes."""
+    state = checkpointing.load_training_state(last, stage.name)
+    current = to_plain(stage.config)
+    differences = config_differences(state["config"], current, to_plain(type(stage.config)()))
+    if differences:
+        raise ResumeError(f"{last}: the configuration differs from the checkpoint's in keys a resumed "
+                          "run cannot change: " + "; ".join(differences[:8]))
+    if int(state.get("world_size", 1)) * int(state["config"]["run"]["batch_size"]) != \
+            env.ctx.world_size * stage.config.run.batch_size:
+        raise ResumeError("the global batch (processes x run.batch_size) differs from the checkpoint's")
+    changes = recorded_changes(state["config"], current)
+    fresh = fresh_learning_rates(stage)
+    step = restore_state(state, stage, env, stream)
+    if any(is_learning_rate(key) for key in changes):
+        apply_learning_rates(stage, fresh)
+    return step, changes
 
 
 def _fixed_batch(dataset: ImageFolder, batch_size: int) -> torch.Tensor:
@@ -341,7 +428,7 @@ def _loop(stage: Stage, env: StageEnv, stream: BatchStream, val_set: ImageFolder
     run_cfg = stage.config.run
     ctx = env.ctx
     preview = _fixed_batch(val_set or stream.dataset, run_cfg.batch_size)
-    saved_at = step
+    saved_at = step if checkpointing.last_checkpoint(run_dir) is not None else None
     stopped = False
     while step < run_cfg.steps:
         batch = env.batch(stream.next())
@@ -351,7 +438,11 @@ def _loop(stage: Stage, env: StageEnv, stream: BatchStream, val_set: ImageFolder
             scheduler.step()
         step += 1
         values, stopped = reduce_terms(terms, stop.requested, ctx)
-        check_finite(values, step)
+        try:
+            check_finite(values, step, stage.config, saved_at)
+        except NonFiniteLossError as error:
+            monitor.event(str(error), echo=False)  # the caller reports the error itself
+            raise
         monitor.accumulate(values)
         monitor.step(step)
         if run_cfg.image_every and step % run_cfg.image_every == 0 and ctx.is_main:

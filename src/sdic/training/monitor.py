@@ -1,5 +1,6 @@
 """What a run reports: a progress bar with ETA, TensorBoard scalars and image grids,
-``metrics.jsonl`` (always written, TensorBoard or not) and sample PNGs.
+``metrics.jsonl`` (always written, TensorBoard or not), sample PNGs and ``run.log``
+(events: resumes with what changed, NaN stops).
 
 Only the main process writes; the others get a silent monitor.
 """
@@ -10,12 +11,15 @@ import json
 import math
 import sys
 import time
+from datetime import datetime, timezone
 from pathlib import Path
 
 import torch
 from PIL import Image
 
 from .config import RunConfig
+
+RUN_LOG = "run.log"
 
 
 def make_grid(images: torch.Tensor, columns: int | None = None, padding: int = 2) -> torch.Tensor:
@@ -131,6 +135,16 @@ class Monitor:
             self.bar.write(text, file=sys.stderr)
         else:
             print(text, file=sys.stderr)
+
+    def event(self, text: str, echo: bool = True) -> None:
+        """Append ``text``, with the UTC time, to the run folder's ``run.log`` (and print it)."""
+        if not self.active:
+            return
+        if echo:
+            self.message(text)
+        stamp = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+        with open(self.run_dir / RUN_LOG, "a", encoding="utf-8") as handle:
+            handle.write(f"{stamp} {text}\n")
 
     def close(self) -> None:
         if not self.active:

@@ -73,6 +73,7 @@ class Lookahead(Optimizer):
 
     def load_state_dict(self, state_dict: dict) -> None:
         self.inner.load_state_dict(state_dict["inner"])
+        self.param_groups = self.inner.param_groups  # loading made new groups: share those
         self.counter = int(state_dict["counter"])
         for slow, saved in zip(self.slow, state_dict["slow"], strict=True):
             slow.copy_(saved)
