@@ -46,6 +46,7 @@ def load(
         raise CheckpointError(f"{path}: not an SDIC checkpoint but a {checkpoint.kind} file; {hint}")
     assert checkpoint.config is not None
     model = _build_with(checkpoint.config, checkpoint.tensors, str(path), precision)
+    model.source = str(path_or_name)
     return model.to(device).eval()
 
 
