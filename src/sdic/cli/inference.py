@@ -11,13 +11,17 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from ..inversion import with_sources
 from ..model import PRECISIONS, Inversion, SDICModel
+from . import dataset
+from .dataset import save_picture
 from .inputs import Unit, batches, find_items, make_aligner, paste_faces, photos_in
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     invert = subparsers.add_parser("invert", help="invert images (reconstruction with SDIC)")
     _common(invert)
+    dataset.add_options(invert, edit=False)
     invert.set_defaults(run=run_invert)
 
     edit = subparsers.add_parser("edit", help="invert and edit images along a latent direction")
@@ -27,19 +31,22 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                            "cube, color, grass) or a file holding a [1,512] / [1,n,512] tensor")
     edit.add_argument("--factor", type=float, nargs="+", default=[1.0],
                       help="edit strength(s); several values give several outputs (default 1)")
+    dataset.add_options(edit, edit=True)
     edit.set_defaults(run=run_edit)
 
 
 def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("checkpoint", help="model: authors' .pt, our .safetensors, or a bundled name")
-    parser.add_argument("inputs", nargs="+", help="image files, folders or glob patterns")
+    parser.add_argument("inputs", nargs="*", help="image files, folders or glob patterns")
     parser.add_argument("-o", "--output", required=True, type=Path, help="output folder")
     parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ... (default cpu)")
     parser.add_argument("--batch-size", type=int, default=1)
     parser.add_argument("--precision", choices=PRECISIONS, default="fp32",
                         help="arithmetic: fp32 (exact) or bf16 (autocast, faster on CPUs with AMX and on GPUs)")
     parser.add_argument("--save-latents", choices=("npz", "safetensors"),
-                        help="also save codes, latents, discrepancy and the raw float image")
+                        help="also save the inversion: safetensors is the full file that "
+                             "`sdic edit --from-latents` and Inversion.load read; npz holds codes, "
+                             "latents, discrepancy and the raw float image")
     parser.add_argument("--save-intermediate", action="store_true",
                         help="also write the e4e reconstruction and the discrepancy map")
     faces = parser.add_argument_group("in-the-wild face photos")
@@ -62,11 +69,13 @@ def _save_arrays(path: Path, fmt: str, arrays: dict[str, torch.Tensor]) -> None:
 
 def _write(inv: Inversion, units: list[Unit], args: argparse.Namespace, suffix: str = "") -> None:
     for i, (unit, picture) in enumerate(zip(units, inv.to_pil("image"))):
-        picture.save(args.output / f"{unit.name}{suffix}.png")
+        save_picture(picture, args.output / f"{unit.name}{suffix}.png")
         if args.save_intermediate and not suffix:
-            inv.to_pil("initial_image")[i].save(args.output / f"{unit.name}_e4e.png")
-            inv.to_pil("discrepancy")[i].save(args.output / f"{unit.name}_discrepancy.png")
-        if args.save_latents:
+            save_picture(inv.to_pil("initial_image")[i], args.output / f"{unit.name}_e4e.png")
+            save_picture(inv.to_pil("discrepancy")[i], args.output / f"{unit.name}_discrepancy.png")
+        if args.save_latents == "safetensors":
+            inv[i].save(args.output / f"{unit.name}{suffix}.safetensors")
+        elif args.save_latents:
             _save_arrays(args.output / f"{unit.name}{suffix}", args.save_latents, {
                 "codes": inv.codes[i], "latents": inv.latents[i],
                 "discrepancy": inv.discrepancy[i], "image": inv.image[i],
@@ -89,25 +98,65 @@ def _run(
     args: argparse.Namespace, handle: Callable[[SDICModel, Inversion, list[Unit]], None],
     check: Callable[[SDICModel], None] = lambda model: None,
 ) -> int:
+    ctx = dataset.start(args)
+    try:
+        return _run_share(ctx, args, handle, check)
+    finally:
+        dataset.stop(ctx)
+
+
+def _run_share(ctx, args, handle, check) -> int:
+    """This process's share of the inputs (all of them on one process), then the index and summary."""
     from ..api import load
 
-    items = find_items(args.inputs)
-    model = load(args.checkpoint, device=args.device, precision=args.precision)
+    from_latents = getattr(args, "from_latents", None)
+    dataset.check_flags(args)
+    items = dataset.latent_items(from_latents) if from_latents else find_items(args.inputs)
+    model = load(args.checkpoint, device=str(ctx.device), precision=args.precision)
     _check_flags(args, model)
     check(model)
     align = make_aligner(model.config.input_size, args.all_faces) if args.align else None
     args.output.mkdir(parents=True, exist_ok=True)
+    run = dataset.Run(ctx, args.shard, args.output)
+    todo = []
+    for item in run.share(items):
+        if dataset.can_resume(args) and dataset.finished(item, args, model.digest):
+            run.mark(item, "existing", f"{item.name}.safetensors")
+        else:
+            todo.append(item)
     failures: list[str] = []
-    with tqdm(total=len(items), unit="img", desc=f"sdic {args.command}") as bar:
-        for batch in batches(items, args.batch_size, failures, bar, align):
-            handle(model, model.invert([unit.image for unit in batch]), batch)
+    done: set[Path] = set()
+    with tqdm(total=len(todo), unit="img", desc=f"sdic {args.command}", disable=not ctx.is_main) as bar:
+        if from_latents:
+            work = dataset.latent_batches(todo, args.batch_size, model, failures, bar)
+        else:
+            work = ((with_sources(model.invert([unit.image for unit in batch]), [unit.source for unit in batch]),
+                     batch) for batch in batches(todo, args.batch_size, failures, bar, align))
+        for inv, batch in work:
+            handle(model, inv, batch)
+            done |= {unit.source for unit in batch}
             bar.update(photos_in(batch))
-    done = len(items) - len(failures)
-    print(f"wrote results for {done} of {len(items)} images to {args.output}")
-    if failures:
-        print(f"{len(failures)} failed:", *failures, sep="\n  ", file=sys.stderr)
-        return 1
-    return 0
+    run.settle(todo, done, failures, lambda item: _main_output(item.name, args))
+    return _summary(run.finish(items), args, ctx)
+
+
+def _main_output(name: str, args: argparse.Namespace) -> str:
+    if args.command == "invert" and args.save_latents:
+        return f"{name}.{args.save_latents}"
+    return f"{name}.png" if args.command == "invert" else f"{name}_*.png"
+
+
+def _summary(records: list[dict], args: argparse.Namespace, ctx) -> int:
+    """Print (rank 0) what the whole run did; exit code 1 when any file failed, on every process."""
+    failed = [r for r in records if r["status"] == "failed"]
+    existing = sum(r["status"] == "existing" for r in records)
+    if ctx.is_main:
+        kind = "inversion files" if getattr(args, "from_latents", None) else "images"
+        note = f" ({existing} finished earlier, skipped)" if existing else ""
+        print(f"wrote results for {len(records) - len(failed)} of {len(records)} {kind} to {args.output}{note}")
+        if failed:
+            print(f"{len(failed)} failed:", *(r["error"] for r in failed), sep="\n  ", file=sys.stderr)
+    return 1 if failed else 0
 
 
 def run_invert(args: argparse.Namespace) -> int:

@@ -43,6 +43,11 @@ def find_items(inputs: list[str]) -> list[Item]:
     paths = list_images(inputs)
     if not paths:
         raise FileNotFoundError(f"no images found in {' '.join(inputs)}")
+    return items_for(paths)
+
+
+def items_for(paths: list[Path]) -> list[Item]:
+    """Items with unique output names (``a``, ``a_1``, ...) for files in order."""
     used: dict[str, int] = {}
     items = []
     for path in paths:
