@@ -15,13 +15,13 @@ import pytest
 import torch
 from PIL import Image
 from safetensors.torch import load_file
-from test_training import free_port, torchrun
 
 from sdic import SDICModel
 from sdic.checkpoints import save_model
 from sdic.cli.main import main
 from sdic.config import tiny
 from sdic.inversion import Inversion
+from test_training import free_port, torchrun
 
 
 def make_photos(folder: Path, count: int, size: int = 40) -> Path:
