@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 
 import numpy as np
 import pytest
@@ -66,6 +67,9 @@ def test_file_round_trip_edits_exactly_like_the_original(model, batch, tmp_path)
     for name in TENSOR_FIELDS:
         assert torch.equal(getattr(original, name), getattr(again, name)), name
     assert not list(tmp_path.glob(".*.tmp"))  # written through a temporary file, renamed
+    umask = os.umask(0o022)
+    os.umask(umask)
+    assert path.stat().st_mode & 0o777 == 0o666 & ~umask  # the user's umask, not safetensors' 0600
 
 
 def test_file_records_the_input_files(model, tmp_path):

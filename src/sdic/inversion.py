@@ -154,6 +154,7 @@ class Inversion:
         tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
         try:
             save_file(tensors, str(tmp), metadata=metadata)
+            os.chmod(tmp, 0o666 & ~_umask())  # safetensors creates 0600; other outputs follow the umask
             os.replace(tmp, path)
         except OSError as error:
             tmp.unlink(missing_ok=True)
@@ -237,6 +238,19 @@ def with_sources(inversion: Inversion, paths: Sequence[str | Path | None]) -> In
     names = tuple(None if p is None else str(p) for p in paths)
     sha = tuple(None if p is None else file_sha256(p) for p in paths)
     return replace(inversion, sources=names, source_sha256=sha)
+
+
+def _umask() -> int:
+    """The process's umask, read without changing it where /proc tells it (Linux)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def _pick(values: tuple | None, rows: list[int]) -> tuple | None:
