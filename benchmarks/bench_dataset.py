@@ -12,7 +12,8 @@ process with 1 thread (the baseline), one process with 2 threads, and
 interleaved, ``--repeats`` times, and the medians and the ratios against the
 baseline of the same run are printed. ``memory`` inverts ``--images`` photos
 (10,000 by default) in one process and samples its resident memory (VmRSS)
-against the number of images written, to show that it stays flat.
+against the number of images written, to show that it stays flat (``--max-seconds``
+stops it earlier on a slow or busy machine and reports the images done).
 
     python -m benchmarks.bench_dataset throughput --images 240 --repeats 3
     python -m benchmarks.bench_dataset memory --images 10000 --json rss.json
@@ -107,24 +108,33 @@ def memory(args: argparse.Namespace, work: Path) -> dict:
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     samples = []
     start = time.perf_counter()
+    log = open(args.log, "w") if args.log else None  # samples as they come (for runs that are cut short)
     while process.poll() is None:
         rss = _rss_mb(process.pid)
         done = sum(1 for name in os.listdir(out) if name.endswith(".safetensors"))
         if rss is not None:
             samples.append({"s": round(time.perf_counter() - start, 1), "images": done, "rss_mb": round(rss, 1)})
+            if log:
+                log.write(json.dumps(samples[-1]) + "\n")
+                log.flush()
+        if args.max_seconds and time.perf_counter() - start > args.max_seconds:
+            process.terminate()  # the time budget is over: report what was measured
+            process.wait()
+            break
         time.sleep(args.interval)
-    assert process.returncode == 0
+    assert process.returncode == 0 or args.max_seconds
     seconds = time.perf_counter() - start
+    total = samples[-1]["images"]
     working = [s for s in samples if s["images"] >= args.batch_size]  # after the first batch
     checkpoints = {}
     for fraction in (0.1, 0.25, 0.5, 0.75, 1.0):
-        target = fraction * args.images
+        target = fraction * total
         near = min(working, key=lambda s: abs(s["images"] - target))
         checkpoints[f"{int(fraction * 100)}%"] = near
-    second_half = [s for s in working if s["images"] >= args.images / 2]
+    second_half = [s for s in working if s["images"] >= total / 2]
     slope = np.polyfit([s["images"] for s in second_half], [s["rss_mb"] for s in second_half], 1)[0] * 1000
-    return {"machine": machine(), "images": args.images, "batch_size": args.batch_size, "threads": args.threads,
-            "seconds": round(seconds, 1), "images_per_s": round(args.images / seconds, 2),
+    return {"machine": machine(), "images": total, "of": args.images, "batch_size": args.batch_size,
+            "threads": args.threads, "seconds": round(seconds, 1), "images_per_s": round(total / seconds, 2),
             "rss_at": checkpoints, "rss_max_mb": max(s["rss_mb"] for s in working),
             "rss_min_mb": min(s["rss_mb"] for s in working),
             "slope_mb_per_1000_images_second_half": round(float(slope), 3), "samples": samples}
@@ -138,6 +148,9 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=1, help="memory mode: threads of the process")
     parser.add_argument("--interval", type=float, default=2.0, help="memory mode: seconds between samples")
+    parser.add_argument("--max-seconds", type=float, default=0,
+                        help="memory mode: stop after this long and report the images done so far")
+    parser.add_argument("--log", type=Path, help="memory mode: write every sample here as it is taken")
     parser.add_argument("--json", type=Path, help="also write the result here")
     args = parser.parse_args()
     args.images = args.images or (240 if args.mode == "throughput" else 10000)

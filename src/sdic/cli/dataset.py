@@ -163,8 +163,18 @@ def finished(item: Item, args: argparse.Namespace, digest: str) -> bool:
 
 # -------------------------------------------------------------- the run
 def start(args: argparse.Namespace) -> DistContext:
-    """Join torchrun's process group when there is one (gloo on CPU, nccl on CUDA)."""
+    """Join torchrun's process group when there is one (gloo on CPU, nccl on CUDA).
+
+    On one process the device stays what ``--device`` says (``sdic.load`` checks it).
+    """
+    if int(os.environ.get("WORLD_SIZE", "1")) == 1:
+        return DistContext()
     return setup(args.device)
+
+
+def device_for(ctx: DistContext, args: argparse.Namespace) -> str:
+    """``--device`` on one process; under torchrun, a process's own GPU (cuda:LOCAL_RANK)."""
+    return str(ctx.device) if ctx.distributed else args.device
 
 
 def stop(ctx: DistContext) -> None:

@@ -112,7 +112,7 @@ def _run_share(ctx, args, handle, check) -> int:
     from_latents = getattr(args, "from_latents", None)
     dataset.check_flags(args)
     items = dataset.latent_items(from_latents) if from_latents else find_items(args.inputs)
-    model = load(args.checkpoint, device=str(ctx.device), precision=args.precision)
+    model = load(args.checkpoint, device=dataset.device_for(ctx, args), precision=args.precision)
     _check_flags(args, model)
     check(model)
     align = make_aligner(model.config.input_size, args.all_faces) if args.align else None
