@@ -74,10 +74,10 @@ class SDICModel(nn.Module):
 
         Cached, and recomputed only when a tensor was replaced or changed in place.
         """
-        state = self.state_dict()
-        key = tuple((name, t.data_ptr(), t._version) for name, t in state.items())
+        tensors = list(self.parameters()) + list(self.buffers())
+        key = tuple((t.data_ptr(), t._version) for t in tensors)
         if self._digest is None or self._digest[0] != key:
-            self._digest = (key, weights_digest(state))
+            self._digest = (key, weights_digest(self.state_dict()))
         return self._digest[1]
 
     @property
@@ -162,8 +162,9 @@ class SDICModel(nn.Module):
         """Refuse an inversion made by another model (other weights, or other latent shapes)."""
         if not isinstance(inversion, Inversion):
             raise InputError(f"edit needs an Inversion (from invert or Inversion.load), got {type(inversion).__name__}")
-        mine = f"model {self.config.name!r} ({self.digest[:12]}" + (f", {Path(self.source).name})" if self.source else ")")
-        if inversion.model_digest is not None and inversion.model_digest != self.digest:
+        digest = self.digest
+        mine = f"model {self.config.name!r} ({digest[:12]}" + (f", {Path(self.source).name})" if self.source else ")")
+        if inversion.model_digest is not None and inversion.model_digest != digest:
             raise IncompatibleModelError(
                 f"this inversion was made by {describe_model(inversion)} and cannot be edited with "
                 f"{mine}: their weights differ; edit it with the model that made it")

@@ -119,8 +119,9 @@ def _run_share(ctx, args, handle, check) -> int:
     args.output.mkdir(parents=True, exist_ok=True)
     run = dataset.Run(ctx, args.shard, args.output)
     todo = []
+    digest = model.digest
     for item in run.share(items):
-        if dataset.can_resume(args) and dataset.finished(item, args, model.digest):
+        if dataset.can_resume(args) and dataset.finished(item, args, digest):
             run.mark(item, "existing", f"{item.name}.safetensors")
         else:
             todo.append(item)
