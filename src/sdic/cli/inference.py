@@ -13,6 +13,7 @@ from tqdm import tqdm
 
 from ..inversion import with_sources
 from ..model import PRECISIONS, Inversion, SDICModel
+from ..training.distributed import DistContext
 from . import dataset
 from .dataset import save_picture
 from .inputs import Unit, batches, find_items, make_aligner, paste_faces, photos_in
@@ -105,7 +106,10 @@ def _run(
         dataset.stop(ctx)
 
 
-def _run_share(ctx, args, handle, check) -> int:
+def _run_share(
+    ctx: DistContext, args: argparse.Namespace, handle: Callable[[SDICModel, Inversion, list[Unit]], None],
+    check: Callable[[SDICModel], None],
+) -> int:
     """This process's share of the inputs (all of them on one process), then the index and summary."""
     from ..api import load
 
@@ -147,7 +151,7 @@ def _main_output(name: str, args: argparse.Namespace) -> str:
     return f"{name}.png" if args.command == "invert" else f"{name}_*.png"
 
 
-def _summary(records: list[dict], args: argparse.Namespace, ctx) -> int:
+def _summary(records: list[dict], args: argparse.Namespace, ctx: DistContext) -> int:
     """Print (rank 0) what the whole run did; exit code 1 when any file failed, on every process."""
     failed = [r for r in records if r["status"] == "failed"]
     existing = sum(r["status"] == "existing" for r in records)
