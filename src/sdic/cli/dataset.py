@@ -161,6 +161,13 @@ def finished(item: Item, args: argparse.Namespace, digest: str) -> bool:
     return metadata.get("model_digest") == digest and bool(sha) and sha[0] == file_sha256(item.path)
 
 
+def remove_leftovers(item: Item, args: argparse.Namespace) -> None:
+    """Delete the temporary files a killed run left for an image this process is about to redo."""
+    for name in invert_outputs(item.name, args):
+        for stale in args.output.glob(f".{name}.*.tmp"):
+            stale.unlink(missing_ok=True)
+
+
 # -------------------------------------------------------------- the run
 def start(args: argparse.Namespace) -> DistContext:
     """Join torchrun's process group when there is one (gloo on CPU, nccl on CUDA).

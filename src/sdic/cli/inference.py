@@ -127,8 +127,10 @@ def _run_share(
     for item in run.share(items):
         if dataset.can_resume(args) and dataset.finished(item, args, digest):
             run.mark(item, "existing", f"{item.name}.safetensors")
-        else:
-            todo.append(item)
+            continue
+        if dataset.can_resume(args):
+            dataset.remove_leftovers(item, args)
+        todo.append(item)
     failures: list[str] = []
     done: set[Path] = set()
     with tqdm(total=len(todo), unit="img", desc=f"sdic {args.command}", disable=not ctx.is_main) as bar:
