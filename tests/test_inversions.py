@@ -40,6 +40,8 @@ def test_indexing_slicing_and_concatenation(batch):
     assert rows_equal(batch[1:3], batch, [1, 2])
     assert rows_equal(batch[[2, 0]], batch, [2, 0])
     assert rows_equal(batch[torch.tensor([1])], batch, [1])
+    assert rows_equal(batch[np.int64(1)], batch, [1])
+    assert rows_equal(batch[torch.tensor([True, False, True])], batch, [0, 2])
     with pytest.raises(IndexError):
         batch[3]
     joined = Inversion.cat([batch[2], batch[0:2]])

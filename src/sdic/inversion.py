@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import operator
 import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, replace
@@ -70,17 +71,18 @@ class Inversion:
 
     def __getitem__(self, index: int | slice | Sequence[int] | torch.Tensor) -> Inversion:
         """Rows of the batch; an integer gives a batch of one (``inv[2]``), a slice or list several."""
-        if isinstance(index, int):
-            if not -len(self) <= index < len(self):
-                raise IndexError(f"row {index} of an inversion of {len(self)}")
-            index = slice(index % len(self), index % len(self) + 1)
         if isinstance(index, slice):
             rows = list(range(len(self)))[index]
         else:
-            rows = [int(i) for i in (index.tolist() if isinstance(index, torch.Tensor) else index)]
+            if isinstance(index, torch.Tensor) and index.dtype == torch.bool:
+                index = index.nonzero().flatten()
+            try:
+                rows = [operator.index(index)]  # int, NumPy integer, one-element integer tensor
+            except TypeError:
+                rows = [int(i) for i in (index.tolist() if isinstance(index, torch.Tensor) else index)]
             bad = [i for i in rows if not -len(self) <= i < len(self)]
             if bad:
-                raise IndexError(f"rows {bad} of an inversion of {len(self)}")
+                raise IndexError(f"row(s) {bad} of an inversion of {len(self)}")
             rows = [i % len(self) for i in rows]
         picked = {name: getattr(self, name)[rows] for name in TENSOR_FIELDS}
         return replace(self, **picked, sources=_pick(self.sources, rows),
