@@ -53,6 +53,7 @@ def load(
         raise CheckpointError(f"{path}: not an SDIC checkpoint but a {checkpoint.kind} file; {hint}")
     assert checkpoint.config is not None
     model = _build_with(checkpoint.config, checkpoint.tensors, str(path), precision, checkpoint.native)
+    model.source = str(path_or_name)
     return model.to(device).eval()
 
 

@@ -157,13 +157,17 @@ def resize_pil(image: Image.Image, config: SDICConfig) -> Image.Image:
 
 
 def to_canvas(x: Any, config: SDICConfig) -> torch.Tensor:
-    """Build the [B, 3, S, S] input canvas from tensors, PIL images, paths or a list of them."""
+    """Build the [B, 3, S, S] input canvas from tensors, arrays, PIL images, paths or a list of them."""
     if isinstance(x, (list, tuple)):
         if not x:
             raise InputError("no images given (an empty list)")
         return torch.cat([to_canvas(item, config) for item in x])
     if isinstance(x, (str, Path)):
         x = load_image(x)
+    if isinstance(x, np.ndarray):
+        x = _from_numpy(x)
+        if isinstance(x, list):
+            return to_canvas(x, config)
     if isinstance(x, Image.Image):
         x = pil_to_tensor(resize_pil(to_rgb(x), config))
     if not isinstance(x, torch.Tensor):
@@ -171,14 +175,45 @@ def to_canvas(x: Any, config: SDICConfig) -> torch.Tensor:
     return _tensor_canvas(x, config)
 
 
+def _from_numpy(array: np.ndarray) -> Image.Image | list[Image.Image] | torch.Tensor:
+    """HWC (or BHWC) uint8 arrays become PIL images; CHW (or BCHW) float arrays become tensors."""
+    if array.dtype == np.uint8:
+        if array.ndim == 3 and array.shape[-1] in (3, 4) or array.ndim == 2:
+            return Image.fromarray(np.ascontiguousarray(array)).convert("RGB")
+        if array.ndim == 4 and array.shape[-1] in (3, 4):
+            return [Image.fromarray(np.ascontiguousarray(a)).convert("RGB") for a in array]
+        raise InputError(f"a uint8 array must be HWC (height, width, 3), got shape {list(array.shape)}")
+    if np.issubdtype(array.dtype, np.floating):
+        if array.ndim in (3, 4) and array.shape[-3] == 3:
+            return torch.from_numpy(np.ascontiguousarray(array, dtype=np.float32))
+        raise InputError(f"a float array must be CHW (3, height, width) in [-1, 1], got shape {list(array.shape)}")
+    raise InputError(f"arrays must be uint8 HWC or float CHW, got dtype {array.dtype}")
+
+
+def input_paths(x: Any) -> list[Path | None] | None:
+    """The file of every row of an input (None for rows from tensors, arrays or PIL images)."""
+    items = x if isinstance(x, (list, tuple)) else [x]
+    if not any(isinstance(item, (str, Path, list, tuple)) for item in items):
+        return None
+    paths: list[Path | None] = []
+    for item in items:
+        if isinstance(item, (str, Path)):
+            paths.append(Path(item))
+        elif isinstance(item, (list, tuple)):
+            paths += input_paths(item) or [None] * len(item)
+        else:
+            paths += [None] * (item.shape[0] if getattr(item, "ndim", 0) == 4 else 1)
+    return paths
+
+
 def _tensor_canvas(x: torch.Tensor, config: SDICConfig) -> torch.Tensor:
+    """Check a tensor image and frame it; other sizes are resized to the content shape first."""
     if x.ndim == 3:
         x = x[None]
     size = config.input_size
     top, bottom = content_rows_at(config, size)
-    if x.ndim != 4 or x.shape[1] != 3 or x.shape[-1] != size or x.shape[-2] not in (size, bottom - top):
-        shapes = f"[B,3,{size},{size}]" + (f" or [B,3,{bottom - top},{size}]" if top else "")
-        raise InputError(f"expected an image tensor of shape {shapes}, got {list(x.shape)}")
+    if x.ndim != 4 or x.shape[1] != 3 or min(x.shape[-2:]) == 0:
+        raise InputError(f"expected an image tensor of shape [B,3,H,W] or [3,H,W], got {list(x.shape)}")
     if x.shape[0] == 0:
         raise InputError(f"no images given (an empty batch of shape {list(x.shape)})")
     if not x.is_floating_point():
@@ -190,6 +225,10 @@ def _tensor_canvas(x: torch.Tensor, config: SDICConfig) -> torch.Tensor:
     if lo < -1.01 or hi > 1.01:
         raise InputError(f"image values must lie in [-1, 1] (got {lo:.3g}..{hi:.3g}); "
                          "map [0, 255] images with x / 127.5 - 1")
+    if tuple(x.shape[-2:]) not in ((size, size), (bottom - top, size)):
+        # Like resize_pil: bilinear with antialiasing, to the content shape.
+        x = torch.nn.functional.interpolate(x, size=(bottom - top, size), mode="bilinear",
+                                            align_corners=False, antialias=True)
     if x.shape[-2] == size:
         return x
     canvas = x.new_zeros(x.shape[0], 3, size, size)

@@ -14,9 +14,11 @@ and for an edit W_e = edit(W'):  out = G(W_e, tap := F - G7 + tap(G(W_e))).
 from __future__ import annotations
 
 import contextlib
-from dataclasses import dataclass, replace
+import hashlib
+from dataclasses import replace
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image
@@ -25,9 +27,10 @@ from torch import nn
 from . import editing, images
 from .config import SDICConfig
 from .errors import InputError, SDICError
+from .inversion import IncompatibleModelError, Inversion, describe_model, with_sources
 from .networks import DICN, DIPN, Encoder4Editing, Generator
 
-ImageInput = torch.Tensor | Image.Image | str | Path | list
+ImageInput = torch.Tensor | Image.Image | np.ndarray | str | Path | list
 OUTPUT_FIELDS = ("codes", "latents", "discrepancy", "initial_image", "image")  # checked for NaN/inf
 EDIT_FIELDS = ("latents", "image")  # what an edit recomputes and returns
 
@@ -84,49 +87,6 @@ def check_finite(result: Inversion, fields: tuple[str, ...], precision: str) -> 
     return result
 
 
-@dataclass
-class Inversion:
-    """Result of :meth:`SDICModel.invert` or :meth:`SDICModel.edit`.
-
-    Images are float tensors in [-1, 1] (unclamped) on the model's device;
-    ``image`` is at the generator's full resolution.
-    """
-
-    input: torch.Tensor  # [B, 3, S, S] the canvas the networks saw
-    codes: torch.Tensor  # [B, n_latent, style_dim] e4e W+ plus latent_avg
-    latents: torch.Tensor  # [B, n_latent, style_dim] compensated W' (edited W_e after an edit)
-    discrepancy: torch.Tensor  # [B, 3, S, S] DIPN output
-    initial_image: torch.Tensor  # [B, 3, R, R] e4e reconstruction G(codes)
-    image: torch.Tensor  # [B, 3, R, R] SDIC result
-    tap: torch.Tensor  # [B, C, T, T] G7, the generator's tap feature for ``codes``
-    feature: torch.Tensor  # [B, C, T, T] F, the compensated tap feature
-    content_rows: tuple[int, int] | None = None
-
-    def __len__(self) -> int:
-        return self.image.shape[0]
-
-    def to_pil(self, which: str = "image", crop: bool = True) -> list[Image.Image]:
-        """PIL images of ``image``, ``initial_image``, ``input`` or ``discrepancy``.
-
-        ``crop`` cuts generator outputs to the content rows (cars: 384x512).
-        """
-        tensor = getattr(self, which)
-        if which == "discrepancy":
-            return images.discrepancy_to_pil(tensor)
-        if crop and which in ("image", "initial_image"):
-            tensor = images.crop_rows(tensor, self.content_rows)
-        return images.tensor_to_pil(tensor)
-
-    def detach_cpu(self) -> Inversion:
-        fields = {k: v.detach().cpu() for k, v in self.__dict__.items() if isinstance(v, torch.Tensor)}
-        return replace(self, **fields)
-
-    def _settled(self) -> Inversion:
-        """Every tensor as contiguous fp32 (after reduced-precision or channels-last compute)."""
-        fields = {k: v.float().contiguous() for k, v in self.__dict__.items() if isinstance(v, torch.Tensor)}
-        return replace(self, **fields)
-
-
 class SDICModel(nn.Module):
     """Generator, e4e encoder, DIPN and DICN, built from one :class:`SDICConfig`.
 
@@ -144,6 +104,20 @@ class SDICModel(nn.Module):
         self.dipn = DIPN(config.dipn)
         self.dicn = DICN(config)
         self.register_buffer("latent_avg", torch.zeros(g.n_latent, g.style_dim))
+        self.source: str | None = None  # the file or bundled name it was loaded from (sdic.load)
+        self._digest: tuple[tuple, str] | None = None
+
+    @property
+    def digest(self) -> str:
+        """sha256 of the weights (names, dtypes, shapes, values); recorded in every inversion.
+
+        Cached, and recomputed only when a tensor was replaced or changed in place.
+        """
+        tensors = list(self.parameters()) + list(self.buffers())
+        key = tuple((t.data_ptr(), t._version) for t in tensors)
+        if self._digest is None or self._digest[0] != key:
+            self._digest = (key, weights_digest(self.state_dict()))
+        return self._digest[1]
 
     @property
     def device(self) -> torch.device:
@@ -186,16 +160,26 @@ class SDICModel(nn.Module):
     def invert(
         self, x: ImageInput, noise: list[torch.Tensor] | None = None, precision: str | None = None,
     ) -> Inversion:
-        """Invert images: a [B,3,S,S] tensor in [-1,1], PIL image(s) or path(s).
+        """Invert images: path(s), PIL image(s), NumPy arrays or tensors, or a list of them.
 
-        ``precision`` ("fp32", "bf16" or "fp16", default :attr:`precision`) selects the
-        arithmetic; the returned tensors are fp32 either way. NaN/inf in an output raises
-        :class:`NonFiniteOutputError`.
+        Tensors are float in [-1, 1], [3,H,W] or [B,3,H,W]; NumPy arrays are HWC uint8
+        (read like a PIL image) or CHW float in [-1, 1]. Tensors and float arrays of
+        another size are resized (bilinear, antialiased, as photos are) and framed
+        like photos: faces fill the square canvas, cars are letterboxed. ``precision``
+        ("fp32", "bf16" or "fp16", default :attr:`precision`) selects the arithmetic;
+        the returned tensors are fp32 either way. NaN/inf in an output raises
+        :class:`NonFiniteOutputError`. The result records this model's digest and the
+        input files, so that it can be saved and edited later.
         """
         canvas = self.prepare(x)
         precision = precision or self.precision
         with precision_context(precision, canvas.device):
             inversion = self(canvas, noise)
+        inversion = replace(inversion, model_digest=self.digest, model_name=self.config.name,
+                            model_file=self.source)
+        paths = images.input_paths(x)
+        if paths is not None and any(paths):
+            inversion = with_sources(inversion, paths)
         return check_finite(inversion._settled(), OUTPUT_FIELDS, precision)
 
     @torch.no_grad()
@@ -208,12 +192,35 @@ class SDICModel(nn.Module):
         Reuses the inversion (no encoder, DIPN or DICN): one synthesis to the tap
         for the edited code, then one from the tap.
         """
+        self.check_compatible(inversion)
         direction = editing.resolve(direction, self.config)
         edited = direction.apply(inversion.latents.to(self.device), factor)
         precision = precision or self.precision
         with precision_context(precision, self.device):
             result = self.synthesize_edit(inversion, edited, noise)
         return check_finite(result._settled(), EDIT_FIELDS, precision)
+
+    def check_compatible(self, inversion: Inversion) -> None:
+        """Refuse an inversion made by another model (other weights, or other latent shapes)."""
+        if not isinstance(inversion, Inversion):
+            raise InputError(f"edit needs an Inversion (from invert or Inversion.load), got {type(inversion).__name__}")
+        digest = self.digest
+        mine = f"model {self.config.name!r} ({digest[:12]}" + (f", {Path(self.source).name})" if self.source else ")")
+        if inversion.model_digest is not None and inversion.model_digest != digest:
+            raise IncompatibleModelError(
+                f"this inversion was made by {describe_model(inversion)} and cannot be edited with "
+                f"{mine}: their weights differ; edit it with the model that made it")
+        g = self.config.generator
+        expected = {"latents": (g.n_latent, g.style_dim),
+                    "feature": (self.config.tap_channels, self.config.tap_resolution, self.config.tap_resolution)}
+        expected["tap"] = expected["feature"]
+        for name, shape in expected.items():
+            actual = tuple(getattr(inversion, name).shape[1:])
+            if actual != shape:
+                raise IncompatibleModelError(
+                    f"this inversion was made by {describe_model(inversion)} whose {name} are "
+                    f"{list(actual)} per image; {mine} needs {list(shape)} ({g.n_latent} latents of "
+                    f"width {g.style_dim}, a {self.config.tap_resolution}x{self.config.tap_resolution} tap)")
 
     def synthesize_edit(
         self, inversion: Inversion, edited: torch.Tensor, noise: list[torch.Tensor] | None = None,
@@ -229,3 +236,13 @@ class SDICModel(nn.Module):
         """Plain generator output for W+ latents (e.g. e4e codes without compensation)."""
         image, _ = self.generator(latents.to(self.device), noise)
         return image
+
+
+def weights_digest(state: dict[str, torch.Tensor]) -> str:
+    """sha256 over every tensor's name, dtype, shape and bytes, in name order."""
+    digest = hashlib.sha256()
+    for name in sorted(state):
+        tensor = state[name].detach().cpu().contiguous()
+        digest.update(f"{name}|{tensor.dtype}|{list(tensor.shape)}|".encode())
+        digest.update(tensor.reshape(-1).view(torch.uint8).numpy().data)
+    return digest.hexdigest()

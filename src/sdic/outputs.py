@@ -55,11 +55,15 @@ class OutputFolder:
     """The folder a command writes into (use as a context manager: it holds the folder's lock).
 
     ``protect`` lists files that must never be overwritten (the run's inputs).
-    ``note`` receives one line for every renamed output.
+    ``note`` receives one line for every renamed output. ``exclusive=False`` is for the
+    processes of one distributed run, which share the folder with disjoint names: no lock,
+    and the record of sources is left alone.
     """
 
-    def __init__(self, path: Path, protect: Iterable[Path] = (), note: Callable[[str], None] = print) -> None:
+    def __init__(self, path: Path, protect: Iterable[Path] = (), note: Callable[[str], None] = print,
+                 exclusive: bool = True) -> None:
         self.path = Path(path)
+        self.exclusive = exclusive
         self.protect = {_resolved(p) for p in protect}
         self.note = note
         self.written: dict[str, str] = {}  # file name -> the source it was written for
@@ -69,7 +73,8 @@ class OutputFolder:
     # ------------------------------------------------------------ the folder and its lock
     def __enter__(self) -> OutputFolder:
         self.prepare()
-        self._acquire()
+        if self.exclusive:
+            self._acquire()
         self.earlier = _read_record(self.path / RECORD_NAME)
         return self
 

@@ -12,8 +12,11 @@ import torch
 from tqdm import tqdm
 
 from ..errors import InputError
+from ..inversion import with_sources
 from ..model import PRECISIONS, Inversion, NonFiniteOutputError, SDICModel
 from ..outputs import OutputFolder
+from ..training.distributed import DistContext
+from . import dataset
 from .factors import FACTOR_HELP, FactorTokens, factor_label, parse_factors
 from .inputs import Unit, batches, find_items, make_aligner, paste_faces, photos_in
 
@@ -21,10 +24,11 @@ from .inputs import Unit, batches, find_items, make_aligner, paste_faces, photos
 def register(subparsers: argparse._SubParsersAction) -> None:
     invert = subparsers.add_parser("invert", help="invert images (reconstruction with SDIC)")
     _common(invert)
+    dataset.add_options(invert, edit=False)
     invert.set_defaults(run=run_invert)
 
     edit = subparsers.add_parser("edit", help="invert and edit images along a latent direction")
-    _common(edit, inputs="*")
+    _common(edit)
     edit.add_argument("--direction", required=True,
                       help="bundled name (faces: age, smile, pose, eyes, beard, lip; cars: left, right, "
                            "cube, color, grass; `sdic directions list MODEL` lists a model's) or a file "
@@ -32,12 +36,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     edit.add_argument("--factor", nargs="+", action=FactorTokens, default=["1"], metavar="FACTOR",
                       help=FACTOR_HELP)
     edit.add_argument("--steps", type=int, help="with two --factor values: this many factors between them")
+    dataset.add_options(edit, edit=True)
     edit.set_defaults(run=run_edit, more_inputs=[])
 
 
-def _common(parser: argparse.ArgumentParser, inputs: str = "+") -> None:
+def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("checkpoint", help="model: authors' .pt, our .safetensors, or a bundled name")
-    parser.add_argument("inputs", nargs=inputs, help="image files, folders or glob patterns")
+    parser.add_argument("inputs", nargs="*", help="image files, folders or glob patterns")
     parser.add_argument("-o", "--output", required=True, type=Path, help="output folder")
     parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ... (default cpu)")
     parser.add_argument("--batch-size", type=int, default=1)
@@ -45,7 +50,9 @@ def _common(parser: argparse.ArgumentParser, inputs: str = "+") -> None:
                         help="arithmetic: fp32 (exact), bf16 (autocast, faster on CPUs with AMX and on GPUs) or "
                              "fp16 (autocast, for GPUs without bf16; slow on CPUs)")
     parser.add_argument("--save-latents", choices=("npz", "safetensors"),
-                        help="also save codes, latents, discrepancy and the raw float image")
+                        help="also save the inversion: safetensors is the full file that "
+                             "`sdic edit --from-latents` and Inversion.load read; npz holds codes, "
+                             "latents, discrepancy and the raw float image")
     parser.add_argument("--save-intermediate", action="store_true",
                         help="also write the e4e reconstruction and the discrepancy map")
     faces = parser.add_argument_group("in-the-wild face photos")
@@ -57,16 +64,12 @@ def _common(parser: argparse.ArgumentParser, inputs: str = "+") -> None:
 
 
 def _array_writer(fmt: str, arrays: dict[str, torch.Tensor]) -> Callable[[Path], None]:
+    """The ``npz`` latents file (the full inversion file is ``Inversion.save``)."""
     arrays = {k: v.detach().float().cpu().contiguous() for k, v in arrays.items()}
 
     def write(path: Path) -> None:
-        if fmt == "npz":
-            with open(path, "wb") as handle:
-                np.savez(handle, **{k: v.numpy() for k, v in arrays.items()})
-        else:
-            from safetensors.torch import save_file
-
-            save_file(arrays, str(path))
+        with open(path, "wb") as handle:
+            np.savez(handle, **{k: v.numpy() for k, v in arrays.items()})
 
     return write
 
@@ -85,7 +88,9 @@ def _write(
         if args.save_intermediate and not suffix:
             out.save(f"{unit.name}_e4e.png", _png(inv.to_pil("initial_image")[i]), source)
             out.save(f"{unit.name}_discrepancy.png", _png(inv.to_pil("discrepancy")[i]), source)
-        if args.save_latents:
+        if args.save_latents == "safetensors":  # last: its presence marks the image finished (resume)
+            out.save(f"{unit.name}{suffix}.safetensors", inv[i].save, source)
+        elif args.save_latents:
             out.save(f"{unit.name}{suffix}.{args.save_latents}", _array_writer(args.save_latents, {
                 "codes": inv.codes[i], "latents": inv.latents[i],
                 "discrepancy": inv.discrepancy[i], "image": inv.image[i],
@@ -113,43 +118,102 @@ def _run(
     args: argparse.Namespace, handle: Callable[[OutputFolder, SDICModel, Inversion, list[Unit]], None],
     check: Callable[[SDICModel], None] = lambda model: None,
 ) -> int:
+    ctx = dataset.start(args)
+    try:
+        return _run_share(ctx, args, handle, check)
+    finally:
+        dataset.stop(ctx)
+
+
+def _run_share(
+    ctx: DistContext, args: argparse.Namespace, handle: Callable[[SDICModel, Inversion, list[Unit]], None],
+    check: Callable[[SDICModel], None],
+) -> int:
+    """This process's share of the inputs (all of them on one process), then the index and summary."""
     from ..api import load
 
-    items = find_items(args.inputs)
-    model = load(args.checkpoint, device=args.device, precision=args.precision)
+    from_latents = getattr(args, "from_latents", None)
+    dataset.check_flags(args)
+    items = dataset.latent_items(from_latents) if from_latents else find_items(args.inputs)
+    model = load(args.checkpoint, device=dataset.device_for(ctx, args), precision=args.precision)
     _check_flags(args, model)
     check(model)
     align = make_aligner(model.config.input_size, args.all_faces) if args.align else None
-    failures: list[str] = []
     note = lambda line: tqdm.write(f"note: {line}", file=sys.stderr)  # noqa: E731
-    with OutputFolder(args.output, [item.path for item in items], note) as out, \
-            tqdm(total=len(items), unit="img", desc=f"sdic {args.command}") as bar:
-        for batch in batches(items, args.batch_size, failures, bar, align):
-            _process(out, model, batch, handle, failures)
-            bar.update(photos_in(batch))
-    done = len(items) - len(failures)
-    print(f"wrote results for {done} of {len(items)} images to {args.output}")
-    if failures:
-        print(f"{len(failures)} failed:", *failures, sep="\n  ", file=sys.stderr)
-        return 1
-    return 0
+    # Under torchrun or --shard several processes share the folder by design (disjoint names).
+    exclusive = not ctx.distributed and args.shard.count == 1
+    with OutputFolder(args.output, [item.path for item in items], note, exclusive=exclusive) as out:
+        run = dataset.Run(ctx, args.shard, args.output)
+        todo = []
+        digest = model.digest
+        for item in run.share(items):
+            if dataset.can_resume(args) and dataset.finished(item, args, digest):
+                run.mark(item, "existing", f"{item.name}.safetensors")
+                continue
+            if dataset.can_resume(args):
+                dataset.remove_leftovers(item, args)
+            todo.append(item)
+        failures: list[str] = []
+        done: set[Path] = set()
+        with tqdm(total=len(todo), unit="img", desc=f"sdic {args.command}", disable=not ctx.is_main) as bar:
+            if from_latents:
+                for inv, batch in dataset.latent_batches(todo, args.batch_size, model, failures, bar):
+                    done |= _process(out, model, batch, handle, failures, _rows_of(inv, batch))
+                    bar.update(photos_in(batch))
+            else:
+                def invert(units: list[Unit]) -> Inversion:
+                    return with_sources(model.invert([unit.image for unit in units]), [unit.source for unit in units])
+
+                for batch in batches(todo, args.batch_size, failures, bar, align):
+                    done |= _process(out, model, batch, handle, failures, invert)
+                    bar.update(photos_in(batch))
+    run.settle(todo, done, failures, lambda item: _main_output(item.name, args))
+    return _summary(run.finish(items), args, ctx)
+
+
+def _main_output(name: str, args: argparse.Namespace) -> str:
+    if args.command == "invert" and args.save_latents:
+        return f"{name}.{args.save_latents}"
+    return f"{name}.png" if args.command == "invert" else f"{name}_*.png"
+
+
+def _summary(records: list[dict], args: argparse.Namespace, ctx: DistContext) -> int:
+    """Print (rank 0) what the whole run did; exit code 1 when any file failed, on every process."""
+    failed = [r for r in records if r["status"] == "failed"]
+    existing = sum(r["status"] == "existing" for r in records)
+    if ctx.is_main:
+        kind = "inversion files" if getattr(args, "from_latents", None) else "images"
+        note = f" ({existing} finished earlier, skipped)" if existing else ""
+        print(f"wrote results for {len(records) - len(failed)} of {len(records)} {kind} to {args.output}{note}")
+        if failed:
+            print(f"{len(failed)} failed:", *(r["error"] for r in failed), sep="\n  ", file=sys.stderr)
+    return 1 if failed else 0
 
 
 def _process(
     out: OutputFolder, model: SDICModel, batch: list[Unit],
     handle: Callable[[OutputFolder, SDICModel, Inversion, list[Unit]], None], failures: list[str],
-) -> None:
-    """Invert and handle a batch; on NaN/inf output, retry its units one by one and report the bad ones."""
+    invert: Callable[[list[Unit]], Inversion],
+) -> set[Path]:
+    """Handle a batch; on NaN/inf output, retry its units one by one and report the bad ones.
+
+    Returns the sources whose results were written.
+    """
     try:
-        handle(out, model, model.invert([unit.image for unit in batch]), batch)
+        handle(out, model, invert(batch), batch)
+        return {unit.source for unit in batch}
     except NonFiniteOutputError as error:
         if len(batch) > 1 and not batch[0].face:  # separate photos: keep the good ones
-            for unit in batch:
-                _process(out, model, [unit], handle, failures)
-            return
+            return set().union(*(_process(out, model, [unit], handle, failures, invert) for unit in batch))
         names = ", ".join(str(unit.source) for unit in batch)
         failures.append(f"{names}: {error}")
         tqdm.write(f"failed: {names}: {error}", file=sys.stderr)
+        return set()
+
+
+def _rows_of(inv: Inversion, batch: list[Unit]) -> Callable[[list[Unit]], Inversion]:
+    """For saved inversions: the rows of ``inv`` that belong to some of the batch's units."""
+    return lambda units: inv[[batch.index(unit) for unit in units]]
 
 
 def run_invert(args: argparse.Namespace) -> int:
@@ -170,8 +234,6 @@ def run_edit(args: argparse.Namespace) -> int:
     from ..editing import resolve
 
     args.inputs = [*args.inputs, *args.more_inputs]
-    if not args.inputs:
-        raise InputError("no input images given")
     factors = parse_factors(args.factor, args.steps)
     spec = _direction(args.direction)
     label = Path(args.direction).stem if isinstance(spec, torch.Tensor) else args.direction

@@ -46,6 +46,11 @@ def find_items(inputs: list[str]) -> list[Item]:
     paths = list_images(inputs)
     if not paths:
         raise FileNotFoundError(f"no images found in {' '.join(inputs)}")
+    return items_for(paths)
+
+
+def items_for(paths: list[Path]) -> list[Item]:
+    """Items with unique output names (``a``, then ``a_1``, ...) for files in order; says which were renamed."""
     names, notes = unique_stems(paths)
     for note in notes:
         print(f"note: {note}", file=sys.stderr)

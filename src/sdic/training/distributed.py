@@ -156,6 +156,15 @@ def broadcast_object(obj, ctx: DistContext):
     return box[0]
 
 
+def gather_objects(obj, ctx: DistContext) -> list:
+    """Every process's ``obj`` (picklable), in rank order, on every process."""
+    if not ctx.distributed:
+        return [obj]
+    out = [None] * ctx.world_size
+    dist.all_gather_object(out, obj)
+    return out
+
+
 # ------------------------------------------------------------ BatchNorm
 def full_precision(x: torch.Tensor) -> torch.Tensor:
     return x.float() if x.dtype in (torch.float16, torch.bfloat16) else x
