@@ -20,6 +20,7 @@ from sdic import SDICModel
 from sdic.checkpoints import save_model
 from sdic.cli.main import main
 from sdic.config import tiny
+from sdic.files import temporary_name
 from sdic.inversion import Inversion
 from test_training import free_port, torchrun
 
@@ -90,7 +91,7 @@ def test_rerun_skips_finished_files_and_redoes_the_rest(tiny_checkpoint, tmp_pat
     out = tmp_path / "out"
     args = ["invert", str(tiny_checkpoint), str(photos), "-o", str(out), "--save-latents", "safetensors"]
     assert main(args) == 0
-    (out / "p001.safetensors").rename(out / f".p001.safetensors.{os.getpid()}.tmp")  # killed before the rename
+    (out / "p001.safetensors").rename(temporary_name(out / "p001.safetensors"))  # killed before the rename
     Image.fromarray(np.zeros((40, 40, 3), np.uint8)).save(photos / "p002.png")  # the input changed
     stamps = {p.name: p.stat().st_mtime_ns for p in out.iterdir()}
     capsys.readouterr()
@@ -101,7 +102,7 @@ def test_rerun_skips_finished_files_and_redoes_the_rest(tiny_checkpoint, tmp_pat
     for name in ("p000.png", "p000.safetensors", "p003.png", "p003.safetensors"):
         assert (out / name).stat().st_mtime_ns == stamps[name]
     assert (out / "p002.png").stat().st_mtime_ns != stamps["p002.png"]
-    assert not list(out.glob(".*.tmp"))
+    assert not list(out.glob(".*.tmp*"))
 
 
 def test_shards_are_disjoint_and_cover_the_inputs(tiny_checkpoint, tmp_path):
@@ -176,4 +177,4 @@ def test_torchrun_killed_midway_resumes(tiny_checkpoint, tmp_path):
     assert {r["status"] for r in records} == {"existing", "written"}
     assert {p.name: p.stat().st_mtime_ns for p in out.glob("*.safetensors") if p.name in before} == before
     assert len(list(out.glob("*.safetensors"))) == 80
-    assert not list(out.glob(".*.tmp"))  # what the killed run left half-written is gone
+    assert not list(out.glob(".*.tmp*"))  # what the killed run left half-written is gone
