@@ -13,7 +13,7 @@ import sys
 from ..errors import SDICError
 from ..runtime import keep_freed_memory
 
-COMMAND_MODULES = ("inference", "convert", "evaluate", "demo", "train", "directions")
+COMMAND_MODULES = ("inference", "convert", "evaluate", "demo", "train", "directions", "ui")
 
 
 def build_parser() -> argparse.ArgumentParser:
