@@ -188,6 +188,7 @@ def test_the_page_shows_errors_as_messages(studio, tmp_path):
 
     shown = page._guard(bug)()
     assert "Internal error" in shown[page.status] and "deep inside" not in shown[page.status]
+    assert list(page._guard(page._on_align)(False, Session(), False, *zeros)) == [page.status]  # no photo: no change
     session = Session()
     shown = page._guard(page._on_sample)("000002", session, False, *zeros)
     assert shown[page.status] == "" and shown[page.result].size == (64, 64) and shown[page.align] is False

@@ -161,4 +161,5 @@ def test_upload_edit_and_errors_in_a_real_browser(browser, server):
 
     process.send_signal(signal.SIGINT)  # Ctrl-C
     assert process.wait(timeout=30) == 0
-    assert "Traceback" not in process.stderr.read()
+    log = process.stderr.read()
+    assert "Traceback" not in log, log[-4000:]

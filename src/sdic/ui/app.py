@@ -107,17 +107,19 @@ class Page:
     # -------------------------------------------------------------- handlers
     def _on_upload(self, path: str | None, align: bool, session: Session, paste: bool, *values: float) -> dict:
         if not path:
-            return {}
+            return self._unchanged()
         self.studio.open_upload(session, path, align)
         return self._shown(session, paste, values)
 
     def _on_sample(self, name: str | None, session: Session, paste: bool, *values: float) -> dict:
         if not name:
-            return {}
+            return self._unchanged()
         self.studio.open_sample(session, name)
         return {**self._shown(session, paste, values), self.align: False}
 
     def _on_align(self, align: bool, session: Session, paste: bool, *values: float) -> dict:
+        if session.photo is None:  # nothing open yet: the choice applies to the next upload
+            return self._unchanged()
         self.studio.realign(session, align)
         return self._shown(session, paste, values)
 
@@ -127,11 +129,15 @@ class Page:
 
     def _on_edit(self, session: Session, paste: bool, *values: float) -> dict:
         if session.inversion is None:
-            return {}
+            return self._unchanged()
         return self._edit(session, paste, values)
 
     def _on_prepare(self, session: Session) -> dict:
         return {self.downloads: [str(p) for p in write_downloads(session)], self.status: ""}
+
+    def _unchanged(self) -> dict:
+        """Leave the page as it is (Gradio reads an empty dict as one value, not as no update)."""
+        return {self.status: self.gr.skip()}
 
     def _shown(self, session: Session, paste: bool, values: tuple[float, ...]) -> dict:
         """Everything that depends on the photo: faces, panels, then the edit."""
