@@ -196,6 +196,10 @@ def test_the_page_shows_errors_as_messages(studio, tmp_path):
 
 
 def test_cli_ui_reports_a_missing_gradio_and_bad_options(monkeypatch, capsys):
+    from sdic.cli.main import build_parser
+
+    args = build_parser().parse_args(["ui"])
+    assert (args.model, args.host, args.port) == ("default", "127.0.0.1", 7860)  # this machine only
     assert main(["ui", "default", "--port", "0"]) == 2
     assert "--port must be 1..65535" in capsys.readouterr().err
     monkeypatch.setitem(sys.modules, "gradio", None)  # as if the extra were not installed

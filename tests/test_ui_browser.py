@@ -152,6 +152,9 @@ def test_upload_edit_and_errors_in_a_real_browser(browser, server):
     if screenshot:
         browser.save_screenshot(screenshot)
 
+    browser.find_element(By.CSS_SELECTOR, "#sdic-reset").click()  # back to the unedited result
+    _wait(browser, lambda b: (src := _result_src(b)) != after and np.array_equal(_pixels(src), _pixels(before)))
+
     browser.get(url)  # a new session: a fresh page
     upload = _wait(browser, lambda b: b.find_elements(By.CSS_SELECTOR, "#sdic-upload input[type=file]"))[0]
     assert _result_src(browser) is None  # it does not see the first session's pictures
