@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import socket
 import sys
 from pathlib import Path
 from types import SimpleNamespace
@@ -202,6 +203,11 @@ def test_cli_ui_reports_a_missing_gradio_and_bad_options(monkeypatch, capsys):
     assert (args.model, args.host, args.port) == ("default", "127.0.0.1", 7860)  # this machine only
     assert main(["ui", "default", "--port", "0"]) == 2
     assert "--port must be 1..65535" in capsys.readouterr().err
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        assert main(["ui", "default", "--port", str(busy.getsockname()[1])]) == 2
+    assert "choose another --port" in capsys.readouterr().err
     monkeypatch.setitem(sys.modules, "gradio", None)  # as if the extra were not installed
     assert main(["ui", "default"]) == 2
     assert "pip install 'sdic[ui]'" in capsys.readouterr().err

@@ -32,6 +32,6 @@ def run(args: argparse.Namespace) -> int:
     import_gradio()  # a missing extra is reported before the model is loaded
     model = load(args.model, device=args.device, precision=args.precision)
     studio = Studio(model, label=str(args.model), max_upload_mb=args.max_upload_mb)
-    print(f"sdic ui: {args.model} on http://{args.host}:{args.port} (Ctrl-C stops)", flush=True)
+    print(f"sdic ui: starting {args.model} at http://{args.host}:{args.port} (Ctrl-C stops)", flush=True)
     serve(studio, args.host, args.port)
     return 0

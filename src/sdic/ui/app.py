@@ -8,7 +8,7 @@ import traceback
 from collections.abc import Callable
 from typing import Any
 
-from ..errors import MissingDependencyError, SDICError
+from ..errors import InputError, MissingDependencyError, SDICError
 from .core import Session, Studio, factors_from, timing_text, views, write_downloads
 
 LOG = logging.getLogger("sdic.ui")
@@ -181,6 +181,10 @@ def serve(studio: Studio, host: str = "127.0.0.1", port: int = 7860, quiet: bool
     gr = import_gradio()
     blocks = build_app(studio)
     blocks.queue(default_concurrency_limit=1)
-    blocks.launch(server_name=host, server_port=port, max_file_size=f"{studio.max_upload_mb:g}mb",
-                  theme=theme(gr), ssr_mode=False, share=False, quiet=quiet, show_error=False,
-                  footer_links=[], css=CSS)
+    try:
+        blocks.launch(server_name=host, server_port=port, max_file_size=f"{studio.max_upload_mb:g}mb",
+                      theme=theme(gr), ssr_mode=False, share=False, quiet=quiet, show_error=False,
+                      footer_links=[], css=CSS)
+    except OSError as error:  # Gradio's "Cannot find empty port", or an address not of this machine
+        raise InputError(f"cannot serve on {host}:{port} (port in use, or not an address of this machine); "
+                         "choose another --port or --host") from error
