@@ -2,7 +2,8 @@
 
 The test starts the server on a free 127.0.0.1 port, uploads a bundled sample face, waits for the
 result, moves a slider and checks that the edited picture changed with no error on the page; then
-that a photo without a face gets a message on the page, and that Ctrl-C stops the server cleanly.
+that a new session sees none of it, that a group photo's other face can be chosen, that a photo
+without a face gets a message on the page, and that Ctrl-C stops the server cleanly.
 Nothing is downloaded: selenium is given the system driver's path. Set SDIC_UI_SCREENSHOT to a
 path to keep the page's screenshot (docs/img/ui.png is made so).
 """
@@ -98,11 +99,15 @@ def _wait(browser, condition, seconds: float = 120):
     return WebDriverWait(browser, seconds, poll_frequency=0.2).until(condition)
 
 
-def _result_src(browser) -> str | None:
+def _src(browser, selector: str) -> str | None:
     from selenium.webdriver.common.by import By
 
-    found = browser.find_elements(By.CSS_SELECTOR, "#sdic-result img")
+    found = browser.find_elements(By.CSS_SELECTOR, f"{selector} img")
     return found[0].get_attribute("src") if found else None
+
+
+def _result_src(browser) -> str | None:
+    return _src(browser, "#sdic-result")
 
 
 def _pixels(url: str) -> np.ndarray:
@@ -158,6 +163,16 @@ def test_upload_edit_and_errors_in_a_real_browser(browser, server):
     browser.get(url)  # a new session: a fresh page
     upload = _wait(browser, lambda b: b.find_elements(By.CSS_SELECTOR, "#sdic-upload input[type=file]"))[0]
     assert _result_src(browser) is None  # it does not see the first session's pictures
+    upload.send_keys(str(FACES / "astronaut.jpg"))  # alignment on: two faces found, the larger used
+    shown = _wait(browser, lambda b: _src(b, "#sdic-input"))
+    thumbnails = browser.find_elements(By.CSS_SELECTOR, "#sdic-faces .thumbnail-item")
+    assert len(thumbnails) == 2
+    thumbnails[1].click()  # use the other face
+    _wait(browser, lambda b: _src(b, "#sdic-input") not in (None, shown))
+    assert _status(browser) == "" and _toasts(browser) == []
+
+    browser.get(url)
+    upload = _wait(browser, lambda b: b.find_elements(By.CSS_SELECTOR, "#sdic-upload input[type=file]"))[0]
     upload.send_keys(str(FACES / "no_face.png"))
     _wait(browser, lambda b: "No face found" in _status(b), 60)
     assert process.poll() is None  # the server is still serving

@@ -166,7 +166,8 @@ def _takes_event(fn: Callable[..., dict], event_type: type) -> Callable[..., dic
 def build_app(studio: Studio) -> Any:
     """The Gradio Blocks of the page for ``studio``."""
     gr = import_gradio()
-    with gr.Blocks(title="sdic ui", analytics_enabled=False) as blocks:
+    # Gradio's copies of uploads and results are deleted hourly once older than a session's lifetime.
+    with gr.Blocks(title="sdic ui", analytics_enabled=False, delete_cache=(3600, SESSION_SECONDS)) as blocks:
         Page(gr, studio)
     return blocks
 
