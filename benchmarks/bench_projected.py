@@ -7,14 +7,18 @@ EfficientNet-Lite0 features, hinge loss), each with the overrides of ``ARMS`` pl
 command line's. The arms run **interleaved**, chunk by chunk (``--resume``), so both see the
 same load on a shared machine; after every chunk each arm's g_ema is scored with the
 project's FID (``sdic.metrics.fid``, TF-Inception) of ``--fid-samples`` images from fixed
-latents against the reference images (their statistics are computed once).
+latents against the reference images (their statistics are computed once and cached in
+``--out``). Pass a short EMA half-life (``ema_kimg=0.16``) for budgets of a few kimg: with the
+default 10 kimg, g_ema is still mostly the initial generator after 1-2 kimg and both arms
+score alike.
 
 It prints and writes (``--out``/results.json, results.md) for every evaluation: kimg, the
 arm's cumulative training seconds (the ``sdic.training.train`` calls only; FID excluded) and
 FID, with the machine.
 
     python -m benchmarks.bench_projected --data /work/data/faces64/images \
-        --reference /work/data/faces64_heldout/images --chunks 6 --steps-per-chunk 60 --threads 1
+        --reference /work/data/faces64_heldout/images --chunks 3 --steps-per-chunk 40 --fid-samples 300 \
+        --threads 1 ema_kimg=0.16 run.precision=bf16 run.channels_last=true
 """
 
 from __future__ import annotations
@@ -89,7 +93,14 @@ def arm_config(args, arm: str, steps: int):
 def main(args: argparse.Namespace) -> None:
     import torch
 
-    from sdic.metrics.fid import InceptionFeatures, compute_features, feature_statistics, frechet_distance
+    from sdic.metrics.fid import (
+        InceptionFeatures,
+        compute_features,
+        feature_statistics,
+        frechet_distance,
+        load_statistics,
+        save_statistics,
+    )
     from sdic.runtime import keep_freed_memory
     from sdic.training import train
 
@@ -99,7 +110,12 @@ def main(args: argparse.Namespace) -> None:
     arms = [a.strip() for a in args.arms.split(",") if a.strip()]
     size = arm_config(args, arms[0], 1).model["generator"]["size"]
     inception = InceptionFeatures(input_range=(-1.0, 1.0))
-    reference = feature_statistics(compute_features(load_images(args.reference, args.fid_samples, size), inception))
+    cache = args.out / f"reference_stats_{args.fid_samples}.npz"
+    if cache.is_file():
+        reference = load_statistics(cache)
+    else:
+        reference = feature_statistics(compute_features(load_images(args.reference, args.fid_samples, size), inception))
+        save_statistics(cache, *reference)
     batch = arm_config(args, arms[0], 1).run.batch_size
     rows, seconds = [], dict.fromkeys(arms, 0.0)
     print(machine(torch.get_num_threads()), flush=True)
