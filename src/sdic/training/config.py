@@ -125,6 +125,12 @@ class StyleGAN2Config:
     ema_kimg: float = 10.0  # EMA half-life in thousands of images
     stddev_group: int = 4  # minibatch-stddev group (must divide the per-process batch)
     d_channel_multiplier: int = 0  # 0: the generator's
+    discriminator: str = "standard"  # standard (StyleGAN2's) | projected (Projected GAN: pretrained features)
+    projected_size: int = 0  # projected: backbone input size (0: twice the generator size, at least 128)
+    projected_channels: int = 64  # projected: CCM channels of the first scale (doubling per scale)
+    projected_width: int = 128  # projected: channels of the per-scale discriminators
+    diffaugment: str = ""  # DiffAugment policy, e.g. color,translation,cutout ("" = off)
+    diffaugment_strength: float = 1.0  # 1: the published ranges, 0: identity
     latent_avg_samples: int = 4096
     fid_every: int = 0  # FID of g_ema vs the validation images (0 = never)
     fid_samples: int = 1000
@@ -409,6 +415,7 @@ def validate(config: TrainConfig) -> None:
             raise ConfigError("stddev_group must divide run.batch_size")
         if config.path_reg > 0 and run.batch_size // config.path_batch_shrink < 1:
             raise ConfigError("run.batch_size // path_batch_shrink must be at least 1")
+        _validate_discriminator(config)
     if isinstance(config, (E4EConfig, SDICTrainConfig)):
         if config.noise not in ("random", "fixed"):
             raise ConfigError(f"noise must be random or fixed, got {config.noise!r}")
@@ -416,6 +423,21 @@ def validate(config: TrainConfig) -> None:
         raise ConfigError("e4e training needs `generator:` (a StyleGAN2 checkpoint)")
     if isinstance(config, SDICTrainConfig) and not config.e4e:
         raise ConfigError("SDIC training needs `e4e:` (an e4e or SDIC checkpoint)")
+
+
+def _validate_discriminator(config: StyleGAN2Config) -> None:
+    from .diffaugment import parse_policy
+
+    if config.discriminator not in ("standard", "projected"):
+        raise ConfigError(f"discriminator must be standard or projected, got {config.discriminator!r}")
+    if config.projected_size < 0 or config.projected_channels < 1 or config.projected_width < 1:
+        raise ConfigError("projected_size must be >= 0, projected_channels and projected_width >= 1")
+    try:
+        parse_policy(config.diffaugment)
+    except ValueError as error:
+        raise ConfigError(f"diffaugment: {error}") from None
+    if not 0 <= config.diffaugment_strength <= 1:
+        raise ConfigError(f"diffaugment_strength must be in [0, 1], got {config.diffaugment_strength}")
 
 
 def _optims(config: TrainConfig) -> list[OptimConfig]:

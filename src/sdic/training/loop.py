@@ -64,6 +64,10 @@ class SharedRandom:
     def normal(self, *shape: int) -> torch.Tensor:
         return torch.randn(*shape, generator=self.generator, device=self.device)
 
+    def rand(self, *shape: int) -> torch.Tensor:
+        """Uniform in [0, 1)."""
+        return torch.rand(*shape, generator=self.generator, device=self.device)
+
     def uniform(self) -> float:
         return float(torch.rand((), generator=self.generator, device=self.device))
 

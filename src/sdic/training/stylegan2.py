@@ -13,6 +13,12 @@ Per step (index ``i``):
 Lazily regularised networks get StyleGAN2's adjusted Adam settings (lr and
 betas to the power ``r/(r+1)``). Generator noise is random during training.
 
+``discriminator: projected`` replaces the discriminator with Projected GAN's
+(:mod:`.projected`: fixed pretrained features, trained per-scale heads) and the
+logistic losses with its hinge losses; R1 is not applied then (the heads are
+spectrally normalised, as in the paper). ``diffaugment`` (:mod:`.diffaugment`)
+augments every image the discriminator sees, with either discriminator.
+
 Exports (main process): ``stylegan2.pt`` in rosinality's layout (``g_ema``,
 ``g``, ``d``, ``latent_avg``, plus ``sdic_config``) and ``stylegan2.safetensors``
 (our format, kind ``stylegan2``: ``generator.*`` = g_ema and ``latent_avg``).
@@ -34,11 +40,13 @@ from . import losses
 from .checkpointing import atomic_torch_save
 from .config import StyleGAN2Config, model_spec, resolve_model
 from .data import ImageFolder
+from .diffaugment import diff_augment, parse_policy
 from .discriminator import Discriminator
 from .distributed import mean_over_processes
 from .loop import StageEnv
 from .monitor import make_grid
 from .optim import build_optimizer, build_scheduler
+from .projected import ProjectedDiscriminator, d_hinge_loss, g_hinge_loss
 
 
 class GeneratorExport(nn.Module):
@@ -78,14 +86,17 @@ class StyleGAN2Stage:
         gcfg = self.model.generator
         self.resolution = gcfg.size
         self.generator = env.prepare(Generator(gcfg, tap_resolution=self.model.tap_resolution))
-        self.discriminator = env.prepare(Discriminator(gcfg, config.stddev_group, config.d_channel_multiplier))
+        self.projected = config.discriminator == "projected"
+        self.discriminator = env.prepare(build_discriminator(config, self.model))
+        self.policy = parse_policy(config.diffaugment)
         self.g_ema = copy.deepcopy(self.generator).eval().requires_grad_(False)
         self.generator.train()
         self.discriminator.train()
         g_ratio = config.path_every / (config.path_every + 1) if config.path_reg > 0 else 1.0
-        d_ratio = config.r1_every / (config.r1_every + 1) if config.r1 > 0 and config.r1_every else 1.0
+        d_ratio = config.r1_every / (config.r1_every + 1) if self._uses_r1() else 1.0
         self.g_optim = build_optimizer(config.g_optim, self.generator.parameters(), g_ratio)
-        self.d_optim = build_optimizer(config.d_optim, self.discriminator.parameters(), d_ratio)
+        d_params = [p for p in self.discriminator.parameters() if p.requires_grad]  # not a frozen backbone
+        self.d_optim = build_optimizer(config.d_optim, d_params, d_ratio)
         steps = config.run.steps
         self._schedulers = {"g": build_scheduler(config.g_optim, self.g_optim, steps),
                             "d": build_scheduler(config.d_optim, self.d_optim, steps)}
@@ -137,12 +148,32 @@ class StyleGAN2Stage:
             image = image.contiguous(memory_format=torch.channels_last)
         return (image, w) if return_latents else image
 
+    def augment(self, images: torch.Tensor) -> torch.Tensor:
+        """DiffAugment (if configured) with per-image draws for the global batch, this process's rows."""
+        if not self.policy or self.config.diffaugment_strength == 0:
+            return images
+        rnd, ctx = self.env.random, self.env.ctx
+        n = images.shape[0] * ctx.world_size
+        return diff_augment(images, self.policy, self.config.diffaugment_strength,
+                            lambda *shape: ctx.shard(rnd.rand(n, *shape[1:])))
+
+    def _uses_r1(self) -> bool:
+        return not self.projected and self.config.r1 > 0 and self.config.r1_every > 0
+
+    def d_loss(self, real_pred: torch.Tensor, fake_pred: torch.Tensor) -> torch.Tensor:
+        if self.projected:
+            return d_hinge_loss(real_pred, fake_pred)
+        return losses.d_logistic_loss(real_pred, fake_pred)
+
+    def g_loss(self, fake_pred: torch.Tensor) -> torch.Tensor:
+        return g_hinge_loss(fake_pred) if self.projected else losses.g_nonsaturating_loss(fake_pred)
+
     # ---------------------------------------------------------------- step
     def train_step(self, real: torch.Tensor, step: int) -> dict[str, torch.Tensor]:
         cfg = self.config
         terms: dict[str, torch.Tensor] = {}
         terms.update(self._discriminator_step(real))
-        if cfg.r1 > 0 and cfg.r1_every and step % cfg.r1_every == 0:
+        if self._uses_r1() and step % cfg.r1_every == 0:
             terms.update(self._r1_step(real))
         terms.update(self._generator_step())
         if cfg.path_reg > 0 and cfg.path_every and step % cfg.path_every == 0:
@@ -154,16 +185,16 @@ class StyleGAN2Stage:
         with torch.no_grad(), self.env.precision.autocast():
             fake = self.fake(self.global_batch)
         with self.env.precision.autocast():
-            fake_pred = self.discriminator(fake)
-            real_pred = self.discriminator(real)
-            loss = losses.d_logistic_loss(losses.full(real_pred), losses.full(fake_pred))
+            fake_pred = self.discriminator(self.augment(fake))
+            real_pred = self.discriminator(self.augment(real))
+            loss = self.d_loss(losses.full(real_pred), losses.full(fake_pred))
         self.env.optimize(loss, self.d_optim)
         return {"d_loss": loss.detach(), "real_score": real_pred.detach().float().mean(),
                 "fake_score": fake_pred.detach().float().mean()}
 
     def _r1_step(self, real: torch.Tensor) -> dict[str, torch.Tensor]:
         real = real.detach().requires_grad_(True)
-        real_pred = self.discriminator(real)  # fp32: a gradient penalty under autocast loses precision
+        real_pred = self.discriminator(self.augment(real))  # fp32: a gradient penalty under autocast loses precision
         penalty = losses.r1_penalty(real_pred, real)
         loss = self.config.r1 / 2 * penalty * self.config.r1_every
         self.env.optimize(loss, self.d_optim)
@@ -173,8 +204,8 @@ class StyleGAN2Stage:
         self.discriminator.requires_grad_(False)
         try:
             with self.env.precision.autocast():
-                fake_pred = self.discriminator(self.fake(self.global_batch))
-                loss = losses.g_nonsaturating_loss(losses.full(fake_pred))
+                fake_pred = self.discriminator(self.augment(self.fake(self.global_batch)))
+                loss = self.g_loss(losses.full(fake_pred))
             self.env.optimize(loss, self.g_optim)
         finally:
             self.discriminator.requires_grad_(True)
@@ -208,12 +239,20 @@ class StyleGAN2Stage:
 
     @torch.no_grad()
     def validate(self, batches: Iterable[torch.Tensor], val_set: ImageFolder | None) -> dict[str, float]:
-        """Discriminator scores of validation images and g_ema samples; FID when configured."""
-        real_scores = [self.discriminator(b).mean() for b in batches]
-        values = {}
-        if real_scores:
-            values["d_real"] = float(torch.stack(real_scores).mean())
-            values["d_fake_ema"] = float(self.discriminator(self.samples(self.sample_z)).mean())
+        """Discriminator scores of validation images and g_ema samples; FID when configured.
+
+        The discriminator runs in eval mode here, so validation leaves its BatchNorm and
+        spectral-norm state (projected) untouched.
+        """
+        self.discriminator.eval()
+        try:
+            real_scores = [self.discriminator(b).mean() for b in batches]
+            values = {}
+            if real_scores:
+                values["d_real"] = float(torch.stack(real_scores).mean())
+                values["d_fake_ema"] = float(self.discriminator(self.samples(self.sample_z)).mean())
+        finally:
+            self.discriminator.train()
         if self.config.fid_every and val_set is not None:
             values["fid"] = self.fid(val_set)
         return values
@@ -242,6 +281,20 @@ class StyleGAN2Stage:
         export = GeneratorExport(copy.deepcopy(self.g_ema).cpu(), latent_avg.expand(n_latent, -1).clone())
         native = save_model(export, folder / "stylegan2.safetensors", self.model, kind="stylegan2")
         return [pt, native]
+
+
+def projected_input_size(config: StyleGAN2Config, resolution: int) -> int:
+    """The backbone input size: ``projected_size``, or twice the resolution and at least 128."""
+    return config.projected_size or max(128, 2 * resolution)
+
+
+def build_discriminator(config: StyleGAN2Config, model: SDICConfig) -> nn.Module:
+    """StyleGAN2's discriminator or the projected one, as configured."""
+    gcfg = model.generator
+    if config.discriminator == "projected":
+        return ProjectedDiscriminator(projected_input_size(config, gcfg.size), config.projected_channels,
+                                      config.projected_width, seed=config.run.seed)
+    return Discriminator(gcfg, config.stddev_group, config.d_channel_multiplier)
 
 
 def _with_model(config: StyleGAN2Config, model: SDICConfig) -> StyleGAN2Config:
