@@ -12,6 +12,7 @@ import errno
 import json
 import os
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -358,6 +359,7 @@ def test_edit_reports_non_finite_output(tiny_checkpoint):
     inversion = model.invert(torch.zeros(1, 3, 64, 64))
     with torch.no_grad():
         model.generator.convs[-1].conv.weight.fill_(float("inf"))  # only the synthesis after the tap breaks
+    inversion = replace(inversion, model_digest=model.digest)  # as if this (broken) model had made it
     direction = torch.randn(1, model.config.generator.style_dim)
     with pytest.raises(NonFiniteOutputError, match=r"NaN/inf values in 'image' for sample\(s\) \[0\] of 1"):
         model.edit(inversion, direction, factor=1.0)
@@ -377,7 +379,7 @@ def test_cli_writes_the_good_images_and_reports_the_bad_one(tiny_checkpoint, pho
     monkeypatch.setattr(SDICModel, "invert", invert)
     out = tmp_path / "out"
     assert main(["invert", str(tiny_checkpoint), str(photo_dir), "-o", str(out), "--batch-size", "2"]) == 1
-    assert sorted(p.name for p in out.iterdir() if not p.name.startswith(".")) == ["dark.png"]  # not the run record
+    assert sorted(p.name for p in out.iterdir() if not p.name.startswith(".")) == ["dark.png", "index.jsonl"]
     err = capsys.readouterr().err
     assert "bright.png: the model produced NaN/inf values in 'image'" in err
 
