@@ -46,7 +46,7 @@ def load(
         raise CheckpointError(f"{path}: not an SDIC checkpoint but a {checkpoint.kind} file; {hint}")
     assert checkpoint.config is not None
     model = _build_with(checkpoint.config, checkpoint.tensors, str(path), precision)
-    return model.to(device).eval()
+    return model.to(device).prepare_inference()
 
 
 class _SkipRandomInit(TorchFunctionMode):

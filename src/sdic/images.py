@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
+
 from .errors import SDICError
 
 if TYPE_CHECKING:

@@ -25,6 +25,7 @@ from torch import nn
 from . import editing, images
 from .config import SDICConfig
 from .networks import DICN, DIPN, Encoder4Editing, Generator
+from .ops import TRAINING, Execution, set_execution
 
 ImageInput = torch.Tensor | Image.Image | str | Path | list
 
@@ -35,6 +36,11 @@ def _check_precision(precision: str) -> str:
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
     return precision
+
+
+def autocast_dtype(precision: str) -> torch.dtype | None:
+    """The dtype ``precision`` computes convolutions in under autocast (None: fp32, no autocast)."""
+    return {"bf16": torch.bfloat16}.get(_check_precision(precision))
 
 
 def precision_context(precision: str, device: torch.device) -> contextlib.AbstractContextManager:
@@ -108,6 +114,22 @@ class SDICModel(nn.Module):
     @property
     def device(self) -> torch.device:
         return self.latent_avg.device
+
+    def prepare_inference(self) -> SDICModel:
+        """Eval mode with the inference execution for the model's device and precision.
+
+        ``sdic.load`` calls it; call it again after moving the model to another device or
+        changing its weights (the fast ops derive folded and cast weights from them once).
+        """
+        super().train(False)
+        return set_execution(self, Execution.inference(self.device, autocast_dtype(self.precision)))
+
+    def train(self, mode: bool = True) -> SDICModel:
+        """Training mode also restores the ordinary differentiable execution (no derived weights)."""
+        super().train(mode)
+        if mode:
+            set_execution(self, TRAINING)
+        return self
 
     # ----------------------------------------------------------------- inputs
     def prepare(self, x: ImageInput) -> torch.Tensor:

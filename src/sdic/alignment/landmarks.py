@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 from PIL import Image
+
 from ..errors import SDICError
 
 ImageLike = str | Path | Image.Image | np.ndarray

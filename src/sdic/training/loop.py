@@ -29,12 +29,12 @@ from typing import Any, Protocol
 import torch
 from torch import nn
 
+from ..errors import SDICError
 from . import checkpointing, distributed
 from .config import ConfigError, TrainConfig, dump_yaml, to_plain
 from .data import BatchStream, ImageFolder, aligned_config, build_datasets, frame_transform, validation_batches
 from .distributed import DistContext
 from .monitor import Monitor
-from ..errors import SDICError
 
 
 class NonFiniteLossError(SDICError, RuntimeError):
