@@ -83,18 +83,20 @@ def test_a_batch_gives_each_face_its_own_result(model, faces):
     assert float((inv.image[0] - inv.image[1]).abs().mean()) > 0.05  # the faces differ
 
 
-def test_the_gpu_batching_policy_gives_the_same_results(model, faces, monkeypatch):
+def test_the_gpu_batching_policy_gives_the_same_results(model, faces):
     """Off the CPU whole batches go through DIPN, DICN and the generator (activation-modulated
-    convolutions at every resolution); checked here by applying that policy on the CPU."""
-    expected = model.invert(faces[:3])
-    import sdic.networks.generator as generator
-    import sdic.networks.layers as layers
+    convolutions at every resolution); checked here by applying that execution on the CPU."""
+    from sdic.ops import Execution, set_execution
 
-    monkeypatch.setattr(layers, "splits_batches", lambda device: False)
-    monkeypatch.setattr(generator, "splits_batches", lambda device: False)
-    batched = model.invert(faces[:3])
+    expected = model.invert(faces[:3])
+    cpu_execution = model.generator.execution
+    set_execution(model, Execution.inference("cuda"))
+    try:
+        assert not model.dipn.execution.split_batches
+        batched = model.invert(faces[:3])
+        edited = model.edit(batched, "smile", 1.0)
+    finally:
+        set_execution(model, cpu_execution)
     assert torch.allclose(batched.image, expected.image, atol=1e-4)
     assert torch.allclose(batched.latents, expected.latents, atol=1e-5)
-    edited = model.edit(batched, "smile", 1.0)
-    monkeypatch.undo()
     assert torch.allclose(edited.image, model.edit(expected, "smile", 1.0).image, atol=1e-4)

@@ -54,7 +54,7 @@ def load(
     assert checkpoint.config is not None
     model = _build_with(checkpoint.config, checkpoint.tensors, str(path), precision, checkpoint.native)
     model.source = str(path_or_name)
-    return model.to(device).eval()
+    return model.to(device).prepare_inference()
 
 
 class _SkipRandomInit(TorchFunctionMode):

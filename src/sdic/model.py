@@ -29,6 +29,7 @@ from .config import SDICConfig
 from .errors import InputError, SDICError
 from .inversion import IncompatibleModelError, Inversion, describe_model, with_sources
 from .networks import DICN, DIPN, Encoder4Editing, Generator
+from .ops import TRAINING, Execution, set_execution
 
 ImageInput = torch.Tensor | Image.Image | np.ndarray | str | Path | list
 OUTPUT_FIELDS = ("codes", "latents", "discrepancy", "initial_image", "image")  # checked for NaN/inf
@@ -55,12 +56,17 @@ def check_precision(precision: str) -> str:
     return precision
 
 
+def autocast_dtype(precision: str) -> torch.dtype | None:
+    """The dtype ``precision`` computes convolutions in under autocast (None: fp32, no autocast)."""
+    return _AUTOCAST.get(check_precision(precision))
+
+
 def precision_context(precision: str, device: torch.device) -> contextlib.AbstractContextManager:
     """``bf16`` / ``fp16``: autocast to that type on the model's device type; ``fp32``: nothing.
 
     fp16 is for GPUs without bf16 (T4, V100); CPU autocast supports it too, but slowly.
     """
-    dtype = _AUTOCAST.get(check_precision(precision))
+    dtype = autocast_dtype(precision)
     if dtype is None:
         return contextlib.nullcontext()
     try:
@@ -122,6 +128,22 @@ class SDICModel(nn.Module):
     @property
     def device(self) -> torch.device:
         return self.latent_avg.device
+
+    def prepare_inference(self) -> SDICModel:
+        """Eval mode with the inference execution for the model's device and precision.
+
+        ``sdic.load`` calls it; call it again after moving the model to another device or
+        changing its weights (the fast ops derive folded and cast weights from them once).
+        """
+        super().train(False)
+        return set_execution(self, Execution.inference(self.device, autocast_dtype(self.precision)))
+
+    def train(self, mode: bool = True) -> SDICModel:
+        """Training mode also restores the ordinary differentiable execution (no derived weights)."""
+        super().train(mode)
+        if mode:
+            set_execution(self, TRAINING)
+        return self
 
     # ----------------------------------------------------------------- inputs
     def prepare(self, x: ImageInput) -> torch.Tensor:

@@ -36,6 +36,7 @@ from torch import nn
 from ..checkpoints import CheckpointError, infer_generator, load_into, read_checkpoint
 from ..files import save_safetensors
 from ..networks import Generator
+from ..ops import Execution, set_execution
 from .classifier import AttributeSpec, ClassifierConfig
 
 DIRECTION_FORMAT = "sdic-direction"
@@ -74,7 +75,7 @@ def load_generator(path: str | Path, device: str | torch.device = "cpu") -> Gene
     else:
         generator = Generator(infer_generator(checkpoint.tensors, "generator."))
     load_into(generator, tensors, str(path))
-    return generator.to(device).eval()
+    return set_execution(generator.to(device).eval(), Execution.inference(device))
 
 
 # ------------------------------------------------------------------ targets

@@ -12,7 +12,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..config import SDICConfig
-from .layers import BasicConv, EqualConv2d, micro_batched, scaled_leaky_relu
+from ..ops import UsesExecution, micro_batched
+from .layers import BasicConv, EqualConv2d, scaled_leaky_relu
 
 
 class _ScaledLeakyReLU(nn.Module):
@@ -42,11 +43,11 @@ class Affine1d(nn.Module):
         return self.att(s) * w + w + self.att2(s)
 
 
-class DICN(nn.Module):
+class DICN(UsesExecution, nn.Module):
     """Compensates the tap feature and the W+ code with the discrepancy map.
 
-    At inference the samples go through one at a time (full-resolution
-    activations, as in DIPN).
+    With ``execution.split_batches`` the samples go through one at a time
+    (full-resolution activations, as in DIPN).
     """
 
     def __init__(self, config: SDICConfig) -> None:

@@ -13,8 +13,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .. import ops
 from ..config import DIPNConfig
-from .layers import BasicConv, IRUnit, bn_is_frozen, cached, fold_bn, micro_batched
+from ..ops import UsesExecution, micro_batched
+from .layers import BasicConv, IRUnit
 
 
 def _conv(cin: int, cout: int, stride: int = 1) -> BasicConv:
@@ -30,29 +32,13 @@ def _deconv3d(cin: int, cout: int, bn: bool = True, relu: bool = True) -> BasicC
                      kernel_size=4, stride=2, padding=1)
 
 
-def volume_stem(stem: BasicConv, volume: torch.Tensor) -> torch.Tensor:
-    """``stem`` (a 3-D BasicConv from 1 channel, kernel 3, padding 1) on a ``[B, D, H, W]`` volume.
-
-    A one-channel 3-D convolution is a 2-D convolution over the D planes with the
-    three depth neighbours as input channels: the planes become the batch
-    (``[B*D, 3, H, W]``, channels-last), which oneDNN runs as an ordinary 2-D
-    convolution, and the result is already a channels-last 3-D volume
-    ``[B, C, D, H, W]`` (the generic 3-D path for one input channel is a slow
-    reference kernel). Returns the same values as ``stem(volume.unsqueeze(1))``.
-    """
-    conv = stem.conv
-    if stem.bn is not None and not bn_is_frozen(stem.bn):
+def _volume_stem(stem: BasicConv, volume: torch.Tensor) -> torch.Tensor:
+    """``stem`` (a 3-D BasicConv from 1 channel, kernel 3, padding 1) on a ``[B, D, H, W]`` volume;
+    with folded weights through ``ops.volume_stem`` (a 2-D convolution over the depth planes)."""
+    folded = stem.folded()
+    if folded is None:
         return stem(volume.unsqueeze(1))
-    tensors = (conv.weight,) + ((stem.bn.weight, stem.bn.bias, stem.bn.running_mean, stem.bn.running_var)
-                                if stem.bn is not None else ())
-    weight, bias = cached(stem, "stem2d", tensors, lambda: fold_bn(conv, stem.bn) if stem.bn is not None
-                          else (conv.weight, None))
-    b, d, h, w = volume.shape
-    padded = F.pad(volume, (0, 0, 0, 0, 1, 1))  # zero planes before and after along depth
-    planes = torch.stack([padded[:, k: k + d] for k in range(3)], dim=-1)  # [B, D, H, W, 3]
-    planes = planes.reshape(b * d, h, w, 3).permute(0, 3, 1, 2)  # [B*D, 3, H, W] channels-last
-    out = F.conv2d(planes, weight[:, 0], bias, padding=1)  # [B*D, C, H, W] channels-last
-    out = out.permute(0, 2, 3, 1).reshape(b, d, h, w, -1).permute(0, 4, 1, 2, 3)  # [B, C, D, H, W]
+    out = ops.volume_stem(volume, *folded)
     return F.leaky_relu_(out, 0.01) if stem.use_relu else out
 
 
@@ -163,12 +149,12 @@ class HourglassFusion(nn.Module):
         return self.conv1_up(conv1)
 
 
-class DIPN(nn.Module):
+class DIPN(UsesExecution, nn.Module):
     """Predicts the discrepancy map between a photo and its initial reconstruction.
 
-    Both inputs are [B, 3, S, S] in [-1, 1] at the encoder's input size S. At
-    inference the samples go through one at a time: the descriptor volumes are
-    tens of MB per sample at S = 256, so batching them only adds memory traffic.
+    Both inputs are [B, 3, S, S] in [-1, 1] at the encoder's input size S. With
+    ``execution.split_batches`` the samples go through one at a time: the descriptor
+    volumes are tens of MB per sample at S = 256, so batching them only adds memory traffic.
     """
 
     def __init__(self, config: DIPNConfig) -> None:
@@ -198,6 +184,6 @@ class DIPN(nn.Module):
         photo_levels = self.feature_up(self.feature1(image))
         recon_levels = self.feature_up(self.feature2(reconstruction))
         descriptors = [self.desc(self.conv(levels[0])) for levels in (photo_levels, recon_levels)]
-        volume = volume_stem(self.corr_stem, torch.cat(descriptors, dim=1))
+        volume = _volume_stem(self.corr_stem, torch.cat(descriptors, dim=1))
         volume = self.hourglass_fusion(volume, photo_levels)
         return self.rgb(self.rgb1(volume.squeeze(1)))

@@ -11,53 +11,21 @@ import math
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
+from .. import ops
 from ..config import GeneratorConfig
-from .layers import (
-    SQRT2,
-    EqualLinear,
-    FusedLeakyReLU,
-    PixelNorm,
-    cached,
-    fir_kernel,
-    micro_batched,
-    splits_batches,
-    upfirdn2d,
-)
+from ..ops import UsesExecution, derived, fir_kernel, fp32_region, micro_batched, set_derived, upfirdn2d
+from .layers import SQRT2, EqualLinear, FusedLeakyReLU, PixelNorm
 
 
-def _fp32(x: torch.Tensor) -> torch.autocast:
-    """A region where autocast is off: styles, demodulation and the RGB skip stay in fp32."""
-    return torch.autocast(x.device.type, enabled=False)
+class ModulatedConv2d(UsesExecution, nn.Module):
+    """Style-modulated convolution (``ops.modulated_conv2d``).
 
-
-def _compute_dtype(x: torch.Tensor) -> torch.dtype:
-    """The dtype a convolution on ``x`` runs in here (autocast's, where it is on)."""
-    device = x.device.type
-    return torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else x.dtype
-
-
-class ModulatedConv2d(nn.Module):
-    """Style-modulated convolution.
-
-    Two equivalent formulations, chosen per layer by cost (both equal the
-    authors' weight-modulated grouped convolution up to float round-off):
-
-    * per sample (at inference, when the weight is smaller than one sample's
-      input, i.e. from the 64x64 blocks up and always for the 1x1 to-RGB convs;
-      on GPUs only for a single sample, see ``splits_batches``): the style and
-      the demodulation are folded into the weight, one plain convolution per
-      sample, nothing extra is touched at full resolution;
-    * batched (small feature maps with 512x512x3x3 weights, and always when
-      autograd records: one large convolution trains faster than B small ones): modulation scales
-      the *activations*, one convolution with the shared weight serves the
-      whole batch, demodulation is a per-sample, per-channel factor on the output.
-
-    ``forward(x, w, bias, gain)`` returns ``gain * conv(x) + bias`` (the upsampling
-    conv: blurred first), which lets the styled conv fold its activation gain and
-    bias into the convolution.
+    ``forward(x, w, bias, gain)`` returns ``gain * conv(x) + bias`` (the upsampling conv:
+    blurred first), which lets the styled conv fold its activation gain and bias into the
+    convolution. Which of the op's two formulations runs is ``ops.prefers_per_sample`` under
+    the module's execution.
     """
 
     def __init__(
@@ -67,62 +35,39 @@ class ModulatedConv2d(nn.Module):
         super().__init__()
         self.weight = nn.Parameter(torch.randn(1, out_channels, in_channels, kernel_size, kernel_size))
         self.modulation = EqualLinear(style_dim, in_channels, bias_init=1.0)
-        self.scale = 1.0 / math.sqrt(in_channels * kernel_size**2)
         self.demodulate = demodulate
         self.upsample = upsample
         self.padding = kernel_size // 2
         if upsample:
-            self.blur = _Blur(pad=(1, 1))
+            self.blur = _BlurKernel()
 
-    def _conv(self, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
-        if self.upsample:  # weight [out, in, k, k] -> transposed conv weight [in, out, k, k]
-            x = F.conv_transpose2d(x, weight.transpose(0, 1).to(x.dtype), stride=2)
-            return self.blur(x, bias)
-        return F.conv2d(x, weight.to(x.dtype), None if bias is None else bias.to(x.dtype), padding=self.padding)
+    def derive(self) -> None:
+        if self.demodulate:
+            set_derived(self, "energy", ops.demodulation_energy(self.weight[0]))
+        dtype = self.execution.weight_dtype
+        if dtype is not None and dtype != self.weight.dtype:
+            set_derived(self, "cast_weight", self.weight[0].to(dtype))
 
     def forward(
         self, x: torch.Tensor, w: torch.Tensor, bias: torch.Tensor | None = None, gain: float = 1.0,
     ) -> torch.Tensor:
-        batch = x.shape[0]
-        dtype = _compute_dtype(x)
         weight = self.weight[0]
-        per_sample = (weight.numel() <= x[0].numel() and not torch.is_grad_enabled()
-                      and (batch == 1 or splits_batches(x.device)))
-        with _fp32(x):
-            style = self.modulation(w.float())  # [B, in]
-            if self.demodulate:
-                energy = cached(self, "energy", (self.weight,), lambda: weight.pow(2).sum(dim=(2, 3)))  # [out, in]
-                demod = torch.rsqrt(style.pow(2) @ energy.t() * self.scale**2 + 1e-8)  # [B, out]
-            else:
-                demod = style.new_ones(batch, weight.shape[0])
-            if per_sample:
-                coef = demod[:, :, None] * style[:, None, :] * (self.scale * gain)  # [B, out, in]
-                weights = weight[None] * coef[:, :, :, None, None]
-            else:
-                x = x * (style * (self.scale * gain))[:, :, None, None].to(x.dtype)
-                if dtype != weight.dtype:  # cast once, not on every call
-                    weight = cached(self, f"weight_{dtype}", (self.weight,), lambda: self.weight[0].to(dtype))
-                weights = weight[None]
-        if per_sample:
-            outs = [self._conv(x[b: b + 1], weights[b], bias) for b in range(batch)]
-            return outs[0] if batch == 1 else torch.cat(outs)
-        out = self._conv(x, weights[0], None)
-        out = out.mul_(demod[:, :, None, None].to(out.dtype))
-        if bias is not None:
-            out = out.add_(bias.view(1, -1, 1, 1).to(out.dtype))
-        return out
+        with fp32_region(x):
+            styles = self.modulation(w.float())  # [B, in]
+        return ops.modulated_conv2d(
+            x, weight, styles, demodulate=self.demodulate, padding=self.padding,
+            blur=self.blur.kernel if self.upsample else None, bias=bias, gain=gain,
+            per_sample=ops.prefers_per_sample(x, weight, self.execution),
+            energy=derived(self, "energy"), cast_weight=derived(self, "cast_weight"),
+        )
 
 
-class _Blur(nn.Module):
-    """FIR low-pass after a transposed conv; ``kernel`` is the stored x4 kernel."""
+class _BlurKernel(nn.Module):
+    """Holds the x4 FIR kernel of the blur after an upsampling conv (``blur.kernel`` in the files)."""
 
-    def __init__(self, pad: tuple[int, int]) -> None:
+    def __init__(self) -> None:
         super().__init__()
         self.register_buffer("kernel", fir_kernel(gain=4.0))
-        self.pad = pad
-
-    def forward(self, x: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
-        return upfirdn2d(x, self.kernel, pad=self.pad, bias=None if bias is None else bias.to(x.dtype))
 
 
 class _Upsample(nn.Module):
@@ -137,12 +82,11 @@ class _Upsample(nn.Module):
 
 
 class NoiseInjection(nn.Module):
+    """The per-layer noise strength (``noise.weight``); applied in :class:`StyledConv`."""
+
     def __init__(self) -> None:
         super().__init__()
         self.weight = nn.Parameter(torch.zeros(1))
-
-    def forward(self, x: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
-        return x + self.weight * noise
 
 
 class StyledConv(nn.Module):
@@ -164,8 +108,7 @@ class StyledConv(nn.Module):
 
     def forward(self, x: torch.Tensor, w: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
         out = self.conv(x, w, self.activate.bias * SQRT2, gain=SQRT2)
-        out = out.add_((noise * (self.noise.weight * SQRT2)).to(out.dtype))
-        return F.leaky_relu_(out, 0.2)
+        return ops.add_noise_leaky_relu_(out, noise, self.noise.weight * SQRT2)
 
 
 class ToRGB(nn.Module):
@@ -185,7 +128,7 @@ class ToRGB(nn.Module):
     def forward(self, x: torch.Tensor, w: torch.Tensor, skip: torch.Tensor | None = None) -> torch.Tensor:
         out = self.conv(x, w, self.bias.view(-1)).float()
         if skip is not None:
-            with _fp32(out):
+            with fp32_region(out):
                 out = out.add_(self.upsample(skip.float()))
         return out
 
@@ -207,7 +150,7 @@ class TapState:
     skip: torch.Tensor
 
 
-class Generator(nn.Module):
+class Generator(UsesExecution, nn.Module):
     """StyleGAN2 generator: mapping network ``style`` and the synthesis layers."""
 
     def __init__(self, config: GeneratorConfig, tap_resolution: int | None = None) -> None:
@@ -286,8 +229,8 @@ class Generator(nn.Module):
     ) -> torch.Tensor:
         """Continue synthesis from a (possibly replaced) tap feature to the RGB image.
 
-        At inference a batch goes through these layers one sample at a time: the
-        layers modulate their weights per sample anyway, and this way no
+        With ``execution.split_batches`` a batch goes through these layers one sample at a
+        time: the layers modulate their weights per sample anyway, and this way no
         full-resolution feature map is ever concatenated across the batch.
         """
         noise = noise if noise is not None else self.fixed_noise()

@@ -8,13 +8,12 @@ resuming and multi-process runs (torchrun).
 from __future__ import annotations
 
 import importlib
-from pathlib import Path
 
 from .config import STAGES, ConfigError, TrainConfig, build, load
 from .loop import NonFiniteLossError, ResumeError, RunResult, run
 
 __all__ = ["STAGES", "ConfigError", "NonFiniteLossError", "ResumeError", "RunResult", "TrainConfig",
-           "build", "load", "train", "train_from_file"]
+           "build", "load", "train"]
 
 
 def stage_builder(stage: str):
@@ -27,8 +26,3 @@ def stage_builder(stage: str):
 def train(stage: str, config: TrainConfig, resume: bool = False) -> RunResult:
     """Train ``stage`` with a typed configuration (see :mod:`.config`)."""
     return run(config, stage_builder(stage), resume=resume)
-
-
-def train_from_file(stage: str, path: str | Path | None, overrides: list[str] = (), resume: bool = False) -> RunResult:
-    """Train from a YAML file with ``key=value`` overrides (what ``sdic train`` does)."""
-    return train(stage, load(stage, path, list(overrides)), resume=resume)

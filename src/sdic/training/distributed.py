@@ -140,22 +140,6 @@ def mean_over_processes(tensor: torch.Tensor, ctx: DistContext) -> torch.Tensor:
     return out / ctx.world_size
 
 
-def max_over_processes(tensor: torch.Tensor, ctx: DistContext) -> torch.Tensor:
-    if not ctx.distributed:
-        return tensor
-    out = tensor.detach().clone()
-    dist.all_reduce(out, op=dist.ReduceOp.MAX)
-    return out
-
-
-def broadcast_object(obj, ctx: DistContext):
-    if not ctx.distributed:
-        return obj
-    box = [obj]
-    dist.broadcast_object_list(box, src=0)
-    return box[0]
-
-
 def gather_objects(obj, ctx: DistContext) -> list:
     """Every process's ``obj`` (picklable), in rank order, on every process."""
     if not ctx.distributed:

@@ -36,6 +36,7 @@ from torch import nn
 from ..checkpoints import save_model
 from ..images import encoder_view
 from ..networks import Encoder4Editing, Generator
+from ..ops import Execution, set_execution
 from . import losses
 from .checkpointing import atomic_torch_save
 from .config import E4EConfig, model_spec, resolve_model
@@ -117,7 +118,7 @@ class E4EStage:
         g = self.model.generator
         generator = Generator(g, tap_resolution=self.model.tap_resolution)
         load_part(generator, source, "generator.")
-        self.generator = env.prepare(generator).eval().requires_grad_(False)
+        self.generator = set_execution(env.prepare(generator).eval().requires_grad_(False), Execution.frozen_network())
         encoder = Encoder4Editing(self.model.encoder, g.n_latent, g.style_dim)
         if config.encoder_init:
             load_arcface_body(encoder, config.encoder_init)

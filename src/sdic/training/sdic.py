@@ -31,6 +31,7 @@ from torch import nn
 
 from ..checkpoints import save_model
 from ..model import Inversion, SDICModel
+from ..ops import Execution, set_execution
 from . import losses
 from .config import SDICTrainConfig, model_spec, resolve_model
 from .data import ImageFolder
@@ -46,6 +47,8 @@ def set_train_mode(model: SDICModel) -> None:
     model.eval()
     model.dipn.train()
     model.dicn.train()
+    set_execution(model.encoder, Execution.frozen_network())
+    set_execution(model.generator, Execution.frozen_network())
 
 
 def build_model(config: SDICTrainConfig, distributed: bool) -> SDICModel:

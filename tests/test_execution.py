@@ -1,14 +1,14 @@
-"""Building blocks: micro-batched inference."""
+"""The execution policy: micro-batched inference where it is chosen, whole batches elsewhere."""
 
 from __future__ import annotations
 
 import torch
 from torch import nn
 
-from sdic.networks.layers import micro_batched
+from sdic.ops import Execution, UsesExecution, micro_batched, set_execution
 
 
-class _Recorder(nn.Module):
+class _Recorder(UsesExecution, nn.Module):
     """Records the batch sizes it sees; returns (x * scale + shared, x.sum per sample)."""
 
     def __init__(self) -> None:
@@ -32,7 +32,7 @@ def _inputs(batch: int):
 
 
 def test_inference_runs_in_chunks_with_the_same_result():
-    module = _Recorder()
+    module = set_execution(_Recorder(), Execution.inference("cpu"))
     x, scale, extras, shared = _inputs(8)
     with torch.no_grad():
         out, sums = module(x, scale, extras, shared=shared)
@@ -42,7 +42,8 @@ def test_inference_runs_in_chunks_with_the_same_result():
 
 
 def test_training_sees_the_whole_batch():
-    module = _Recorder()
+    module = _Recorder()  # modules start with the training execution
+    assert module.execution == Execution.training()
     x, scale, extras, shared = _inputs(8)
     out, _ = module(x, scale, extras, shared=shared)
     out.sum().backward()
@@ -51,7 +52,7 @@ def test_training_sees_the_whole_batch():
 
 
 def test_small_batches_are_not_split():
-    module = _Recorder()
+    module = set_execution(_Recorder(), Execution.inference("cpu"))
     x, scale, extras, shared = _inputs(3)
     with torch.no_grad():
         module(x, scale, extras, shared=shared)
@@ -60,7 +61,7 @@ def test_small_batches_are_not_split():
 
 def test_other_devices_get_the_whole_batch():
     """Accelerators gain from batching: no chunks off the CPU (meta stands in for a GPU)."""
-    module = _Recorder().to("meta")
+    module = set_execution(_Recorder().to("meta"), Execution.inference("meta"))
     x, scale, extras, shared = (t.to("meta") if isinstance(t, torch.Tensor) else [e.to("meta") for e in t]
                                 for t in _inputs(8))
     with torch.no_grad():
