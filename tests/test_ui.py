@@ -18,6 +18,7 @@ from sdic import editing
 from sdic.cli.main import main
 from sdic.errors import InputError
 from sdic.images import ImageReadError
+from sdic.inversion import Inversion
 from sdic.ui.core import (
     Session,
     Studio,
@@ -122,10 +123,12 @@ def test_downloads_hold_the_result_and_the_inversion(studio, opened):
     picture = studio.result_picture(session, result, paste=False)
     png, inversion_file = write_downloads(session)
     assert np.array_equal(np.asarray(Image.open(png)), np.asarray(picture))
-    arrays = np.load(inversion_file)
+    loaded = Inversion.load(inversion_file)
     n, d = studio.model.config.generator.n_latent, studio.model.config.generator.style_dim
-    assert arrays["codes"].shape == (n, d)
-    np.testing.assert_array_equal(arrays["latents"], session.inversion.latents[0].numpy())
+    assert loaded.codes.shape == (1, n, d) and loaded.model_digest == studio.model.digest
+    np.testing.assert_array_equal(loaded.latents[0].numpy(), session.inversion.latents[0].numpy())
+    again = studio.model.edit(loaded, "female", 1.0)  # the download edits like the page's own inversion
+    assert torch.allclose(again.image, studio.model.edit(session.inversion, "female", 1.0).image, atol=1e-5)
 
 
 def test_views_are_the_four_panels(opened):

@@ -71,7 +71,7 @@ class Page:
             with gr.Column(scale=2):
                 self.result = gr.Image(label="Edited result", type="pil", format="png", height=360,
                                        interactive=False, elem_id="sdic-result", elem_classes="sdic-view")
-                self.prepare = gr.Button("Prepare downloads (result PNG, inversion .npz)", elem_id="sdic-prepare")
+                self.prepare = gr.Button("Prepare downloads (result PNG, inversion file)", elem_id="sdic-prepare")
                 self.downloads = gr.File(label="Downloads", file_count="multiple", interactive=False,
                                          elem_id="sdic-downloads")
 

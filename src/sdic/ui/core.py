@@ -274,15 +274,9 @@ def views(inversion: Inversion) -> dict[str, Image.Image]:
 
 
 def save_inversion(inversion: Inversion, path: Path) -> Path:
-    """Write the inversion file (codes, latents, discrepancy, image; the ``--save-latents npz`` layout).
-
-    The one place that decides the download's format.
-    """
-    from ..cli.inference import _save_arrays
-
-    _save_arrays(path, "npz", {"codes": inversion.codes[0], "latents": inversion.latents[0],
-                               "discrepancy": inversion.discrepancy[0], "image": inversion.image[0]})
-    return path.with_suffix(".npz")
+    """Write the inversion file (``Inversion.save``: what ``Inversion.load`` and
+    ``sdic edit --from-latents`` read). The one place that decides the download's format."""
+    return inversion[0].save(path.with_suffix(".safetensors"))
 
 
 def write_downloads(session: Session) -> list[Path]:
