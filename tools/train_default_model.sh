@@ -46,7 +46,7 @@ if want stylegan2; then
     python -m sdic.cli.main train stylegan2 configs/stylegan2_faces64.yaml \
         data.path="$DATA/faces64/images" run.out="$RUNS/stylegan2" run.steps="$SG_STEPS" \
         run.threads="$SG_THREADS" run.precision=bf16 run.channels_last=true run.progress=false \
-        fid_every=2500 fid_samples=500 $(resume "$RUNS/stylegan2")
+        run.checkpoint_every=100 fid_every=2500 fid_samples=500 $(resume "$RUNS/stylegan2")
 fi
 
 # 3. e4e on the frozen generator (v0's command; v1 budget to be set)
