@@ -10,7 +10,7 @@ floor=$(sed -n 's/^ *"torch>=\([0-9.]*\)".*/\1/p' pyproject.toml)
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 python -m venv --system-site-packages "$work/venv"
-"$work/venv/bin/python" -m pip install -q "torch==$floor.*"
+"$work/venv/bin/python" -m pip install -q "torch==$floor"
 "$work/venv/bin/python" -c "import sys, torch; print('torch floor:', torch.__version__); \
 sys.exit(not torch.__version__.startswith('$floor.'))"
 "$work/venv/bin/python" -m pytest -q -p no:cacheprovider tests/test_parity.py tests/test_checkpoints.py \
