@@ -84,7 +84,7 @@ def run_demo(model: SDICModel, images: list[Path], folder: Path,
     """
     folder.mkdir(parents=True, exist_ok=True)
     outputs = DemoOutputs(folder)
-    with tqdm(total=1 + steps * len(directions), unit="step", desc="sdic demo", leave=False) as bar:
+    with tqdm(total=1 + steps * len(directions), unit="step", desc="sdic demo") as bar:
         with torch.no_grad():
             inv = model.invert([str(p) for p in images])
         bar.update(1)
