@@ -16,10 +16,11 @@ import pytest
 import torch
 from PIL import Image
 
+from sdic.files import file_sha256
 from sdic.training import checkpointing, train
 from sdic.training import config as C
 from sdic.training.diffaugment import diff_augment, parse_policy
-from sdic.training.efficientnet import efficientnet_lite0_path, load_efficientnet_lite0, sha256_of
+from sdic.training.efficientnet import efficientnet_lite0_path, load_efficientnet_lite0
 from sdic.training.loop import SharedRandom
 from sdic.training.projected import FeatureProjector, ProjectedDiscriminator, d_hinge_loss, g_hinge_loss
 
@@ -47,7 +48,7 @@ def photo_crops(size: int = 224) -> torch.Tensor:
 # ------------------------------------------------------------------ backbone
 def test_backbone_file_is_the_published_one():
     path = efficientnet_lite0_path()
-    assert sha256_of(path) == "579344248a93e23026e6b78f1f6faf0bc1d282386f6c881cdbaacd49cabf77db"
+    assert file_sha256(path) == "579344248a93e23026e6b78f1f6faf0bc1d282386f6c881cdbaacd49cabf77db"
 
 
 def test_backbone_recognises_a_known_object(backbone):

