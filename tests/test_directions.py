@@ -16,9 +16,9 @@ from sdic import editing
 from sdic.checkpoints import CheckpointError, save_model
 from sdic.cli.main import main
 from sdic.config import tiny
-from sdic.directions import assess
-from sdic.directions import classifier as clf
-from sdic.directions import interfacegan as ifg
+from sdic.editing.learn import assess
+from sdic.editing.learn import classifier as clf
+from sdic.editing.learn import interfacegan as ifg
 
 D = 16
 
@@ -153,14 +153,14 @@ def test_direction_file_round_trips_into_editing(tmp_path, monkeypatch):
     assert torch.allclose(edit.apply(latents, 2.0), latents + 2.0 * vector)
 
     # As a bundled learned set (sdic/data/directions/<set>/<name>.safetensors).
-    monkeypatch.setattr(editing, "DIRECTIONS", tmp_path)
-    editing._bundled.cache_clear()
+    monkeypatch.setattr(editing.apply, "DIRECTIONS", tmp_path)
+    editing.apply._bundled.cache_clear()
     try:
         assert editing.available("facesjs") == ["smile"]
         assert torch.allclose(editing.named("smile", "facesjs").apply(latents, 1.0), latents + vector)
         assert editing.factor_range("smile", "facesjs") == (-2.5, 3.0)
     finally:
-        editing._bundled.cache_clear()
+        editing.apply._bundled.cache_clear()
 
 
 # ------------------------------------------------------------------ assessment

@@ -253,8 +253,8 @@ def test_assess_names_two_direction_files_with_the_same_stem_apart(tmp_path, mon
     from types import SimpleNamespace
 
     from sdic.cli import directions as cli_directions
-    from sdic.directions import classifier as clf
-    from sdic.directions import interfacegan as ifg
+    from sdic.editing.learn import classifier as clf
+    from sdic.editing.learn import interfacegan as ifg
 
     files = []
     for folder in ("one", "two"):
@@ -408,7 +408,7 @@ def test_demo_shows_progress(tiny, tmp_path, capsys):
 
 def test_direction_scoring_shows_progress(tiny_checkpoint, capsys):
     from sdic.cli.directions import _Progress
-    from sdic.directions import interfacegan as ifg
+    from sdic.editing.learn import interfacegan as ifg
 
     generator = ifg.load_generator(tiny_checkpoint)
     w = ifg.sample_w(generator, 8, 32, seed=0)

@@ -97,7 +97,7 @@ def test_generator_with_a_missing_layer_names_it(tmp_path):
 
 
 def test_generator_with_a_wrong_shape_names_the_tensor(tmp_path):
-    from sdic.directions.interfacegan import load_generator
+    from sdic.editing.learn.interfacegan import load_generator
 
     path, state = _rosinality_128(tmp_path)
     state["convs.0.conv.weight"] = state["convs.0.conv.weight"][:, :, :3]
@@ -251,7 +251,7 @@ def umask_027():
 
 
 def test_exports_get_the_users_umask(tmp_path, tiny_checkpoint, umask_027):
-    from sdic.directions.interfacegan import save_direction
+    from sdic.editing.learn.interfacegan import save_direction
     from sdic.files import save_safetensors
     from sdic.training.checkpointing import atomic_torch_save
 

@@ -12,9 +12,9 @@ from typing import Any
 import torch
 from tqdm import tqdm
 
-from ..directions import assess as assess_lib
-from ..directions import classifier as clf
-from ..directions import interfacegan as ifg
+from ..editing.learn import assess as assess_lib
+from ..editing.learn import classifier as clf
+from ..editing.learn import interfacegan as ifg
 from ..files import file_sha256
 from ..outputs import unique_stems
 

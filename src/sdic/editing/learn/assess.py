@@ -31,7 +31,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from ..images import tensor_to_pil
+from ...images import tensor_to_pil
 from .classifier import AttributeSpec, ClassifierConfig
 from .interfacegan import GeneratorLike, Target, render
 

@@ -33,10 +33,10 @@ from safetensors import safe_open
 from safetensors.torch import load_file
 from torch import nn
 
-from ..checkpoints import CheckpointError, infer_generator, load_into, read_checkpoint
-from ..files import save_safetensors
-from ..networks import Generator
-from ..ops import Execution, set_execution
+from ...checkpoints import CheckpointError, infer_generator, load_into, read_checkpoint
+from ...files import save_safetensors
+from ...networks import Generator
+from ...ops import Execution, set_execution
 from .classifier import AttributeSpec, ClassifierConfig
 
 DIRECTION_FORMAT = "sdic-direction"

@@ -19,10 +19,10 @@ from typing import TYPE_CHECKING, Protocol
 import torch
 from safetensors.torch import load_file
 
-from .errors import InputError
+from ..errors import InputError
 
 if TYPE_CHECKING:
-    from .config import SDICConfig
+    from ..config import SDICConfig
 
 
 class Direction(Protocol):
@@ -249,7 +249,7 @@ def _read_direction(path: Path) -> torch.Tensor:
             return torch.from_numpy(np.load(path, allow_pickle=False))
         except (ValueError, OSError, EOFError) as error:
             raise InputError(f"{path}: not a direction file: not a numeric .npy array ({error})") from None
-    from .checkpoints import CheckpointError, torch_load
+    from ..checkpoints import CheckpointError, torch_load
 
     try:
         tensor = torch_load(path)

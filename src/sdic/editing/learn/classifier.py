@@ -31,8 +31,8 @@ from safetensors import safe_open
 from safetensors.torch import load_file
 from torch import nn
 
-from ..files import save_safetensors
-from ..images import load_image
+from ...files import save_safetensors
+from ...images import load_image
 
 FORMAT_NAME = "sdic-attribute-classifier"
 DEFAULT_ATTRIBUTES = (

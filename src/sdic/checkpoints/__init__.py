@@ -25,9 +25,9 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file
 
-from .config import GeneratorConfig, SDICConfig, cars, ffhq
-from .errors import SDICError
-from .files import save_safetensors
+from ..config import GeneratorConfig, SDICConfig, cars, ffhq
+from ..errors import SDICError
+from ..files import save_safetensors
 
 FORMAT_NAME = "sdic"
 FORMAT_VERSION = "1"
