@@ -19,7 +19,7 @@ def test_demo_writes_grids_and_gifs(tiny_checkpoint, tmp_path):
     names = sorted(p.name for p in outputs.files)
     assert names == ["edit_random.gif", "edit_random.png", "inversion.png"]
     assert Image.open(tmp_path / "inversion.png").size == (4 * 32, 20 + 2 * 32)
-    assert Image.open(tmp_path / "edit_random.png").size == (5 * 32, 2 * 32)
+    assert Image.open(tmp_path / "edit_random.png").size == (5 * 32, demo.HEADER + 2 * 32)
     gif = Image.open(tmp_path / "edit_random.gif")
     assert gif.n_frames == 5 + 3  # there and back
 

@@ -13,6 +13,11 @@ from .devices import resolve_device
 from .model import SDICModel, check_precision
 
 BUNDLED_MODELS: dict[str, str] = {"default": "faces64.safetensors"}  # name -> file in sdic/data/models (docs/default_model.md)
+# What a bundled model is not for, said once when it is used on photos (``--align``).
+BUNDLED_PHOTO_NOTES: dict[str, str] = {
+    "default": "the bundled model 'default' was trained on synthetic cartoon faces (docs/default_model.md); "
+               "real photos need the authors' FFHQ checkpoint (README.md, section \"The authors' checkpoints\")",
+}
 
 
 def _bundled_path(name: str) -> Path | None:
@@ -55,6 +60,16 @@ def load(
     model = _build_with(checkpoint.config, checkpoint.tensors, str(path), precision, checkpoint.native)
     model.source = str(path_or_name)
     return model.to(device).prepare_inference()
+
+
+def photo_note(model: SDICModel) -> str | None:
+    """The note for aligning photos for a bundled model (loaded by name or from its file), else None."""
+    source = str(model.source or "")
+    for name, note in BUNDLED_PHOTO_NOTES.items():
+        bundled = _bundled_path(name)
+        if source == name or (bundled is not None and source and Path(source).resolve() == bundled.resolve()):
+            return note
+    return None
 
 
 class _SkipRandomInit(TorchFunctionMode):

@@ -14,6 +14,7 @@ from .evaluation import grid_row, stack_rows
 from .model import Inversion, SDICModel
 
 DEFAULT_RANGE = (-3.0, 3.0)
+HEADER = 20  # pixels of the label strip above a sweep grid
 
 
 @dataclass
@@ -51,14 +52,17 @@ def labelled(image: Image.Image, text: str) -> Image.Image:
     return out
 
 
-def sweep_grid(edits: list[Inversion], factors: list[float], size: int) -> Image.Image:
-    """Rows: samples; columns: factors."""
+def sweep_grid(edits: list[Inversion], factors: list[float], size: int, title: str = "",
+               header: int = HEADER) -> Image.Image:
+    """Rows: samples; columns: factors, named in a header strip (``title``, then each factor)."""
     count = len(edits[0])
-    grid = Image.new("RGB", (size * len(factors), size * count), "white")
+    grid = Image.new("RGB", (size * len(factors), header + size * count), "white")
+    draw = ImageDraw.Draw(grid)
     for column, (edit, factor) in enumerate(zip(edits, factors)):
+        label = f"{title} {factor:+.2f}" if column == 0 and title else f"{factor:+.2f}"
+        draw.text((column * size + 4, 4), label, fill="black")
         for row, picture in enumerate(edit.to_pil("image")):
-            tile = picture.resize((size, size), Image.BILINEAR)
-            grid.paste(labelled(tile, f"{factor:+.1f}") if row == 0 else tile, (column * size, row * size))
+            grid.paste(picture.resize((size, size), Image.BILINEAR), (column * size, header + row * size))
     return grid
 
 
@@ -70,10 +74,24 @@ def sweep_gif(edits: list[Inversion], factors: list[float], path: Path, size: in
         frame = Image.new("RGB", (size * len(pictures), size), "white")
         for i, picture in enumerate(pictures):
             frame.paste(picture, (i * size, 0))
-        frames.append(labelled(frame, f"{factor:+.1f}"))
-    frames = frames + frames[-2:0:-1]
+        frames.append(labelled(frame, f"{factor:+.2f}"))
+    frames = shared_palette(frames + frames[-2:0:-1])
     frames[0].save(path, save_all=True, append_images=frames[1:], duration=120, loop=0)
     return path
+
+
+def shared_palette(frames: list[Image.Image]) -> list[Image.Image]:
+    """The frames as palette images of one 256-colour palette (fast octree over all frames).
+
+    Pillow's per-frame adaptive palette costs ~50 times more (most of the demo's time) and
+    makes colours flicker from frame to frame.
+    """
+    width, height = frames[0].size
+    mosaic = Image.new("RGB", (width, height * len(frames)))
+    for i, frame in enumerate(frames):
+        mosaic.paste(frame, (0, i * height))
+    palette = mosaic.quantize(256, method=Image.Quantize.FASTOCTREE)
+    return [frame.quantize(palette=palette) for frame in frames]
 
 
 def run_demo(model: SDICModel, images: list[Path], folder: Path,
@@ -95,7 +113,7 @@ def run_demo(model: SDICModel, images: list[Path], folder: Path,
             factors = torch.linspace(low, high, steps).tolist()
             bar.set_postfix_str(str(name))
             edits = sweep(model, inv, direction, factors, bar)
-            outputs.files.append(_save(sweep_grid(edits, factors, size), folder / f"edit_{name}.png"))
+            outputs.files.append(_save(sweep_grid(edits, factors, size, str(name)), folder / f"edit_{name}.png"))
             outputs.files.append(sweep_gif(edits, factors, folder / f"edit_{name}.gif", size))
     return outputs
 

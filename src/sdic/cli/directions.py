@@ -17,6 +17,7 @@ from ..editing.learn import classifier as clf
 from ..editing.learn import interfacegan as ifg
 from ..files import file_sha256
 from ..outputs import unique_stems
+from . import assess_inverted
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -28,6 +29,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     _register_assess(commands)
     _register_condition(commands)
     _register_list(commands)
+    assess_inverted.register(commands)  # its own module (sdic.cli.assess_inverted)
 
 
 def _common(parser: argparse.ArgumentParser) -> None:

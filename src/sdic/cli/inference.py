@@ -130,7 +130,7 @@ def _run_share(
     check: Callable[[SDICModel], None],
 ) -> int:
     """This process's share of the inputs (all of them on one process), then the index and summary."""
-    from ..api import load
+    from ..api import load, photo_note
 
     from_latents = getattr(args, "from_latents", None)
     dataset.check_flags(args)
@@ -140,6 +140,8 @@ def _run_share(
     check(model)
     align = make_aligner(model.config.input_size, args.all_faces) if args.align else None
     note = lambda line: tqdm.write(f"note: {line}", file=sys.stderr)  # noqa: E731
+    if align and ctx.is_main and (domain := photo_note(model)):
+        note(domain)  # once per run: the bundled model is not a model of real photos
     # Under torchrun or --shard several processes share the folder by design (disjoint names).
     exclusive = not ctx.distributed and args.shard.count == 1
     with OutputFolder(args.output, [item.path for item in items], note, exclusive=exclusive) as out:

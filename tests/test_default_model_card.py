@@ -1,0 +1,47 @@
+"""What docs/default_model.md promises beyond the model itself: the note for photos, the demo's speed-up."""
+
+from __future__ import annotations
+
+import sdic
+from sdic.api import BUNDLED_MODELS, _bundled_path, photo_note
+from sdic.cli.main import main
+
+
+def test_photo_note_only_for_the_bundled_model(tiny_checkpoint):
+    by_name = sdic.load("default")
+    note = photo_note(by_name)
+    assert note is not None and "synthetic cartoon faces" in note and "FFHQ checkpoint" in note
+    assert "The authors' checkpoints" in note  # the README section it points to
+    assert photo_note(sdic.load(_bundled_path("default"))) == note  # the same file by path
+    assert photo_note(sdic.load(tiny_checkpoint)) is None
+    assert set(BUNDLED_MODELS) >= {"default"}
+
+
+def _notes(text: str) -> int:
+    return text.count("trained on synthetic cartoon faces")
+
+
+def test_aligning_photos_for_the_bundled_model_says_so_once(tmp_path, capsys):
+    from conftest import DATA
+
+    photo = DATA / "faces" / "astronaut.jpg"
+    out = tmp_path / "aligned"
+    assert main(["edit", "default", str(photo), str(photo), "-o", str(out), "--align",
+                 "--direction", "smile", "--factor", "0", "0.5"]) == 0
+    err = capsys.readouterr().err
+    assert _notes(err) == 1  # two inputs, two factors: one note
+    assert "note: the bundled model 'default'" in err
+    assert len(list(out.glob("astronaut*_smile*.png"))) == 4
+
+
+def test_no_note_without_align_or_for_other_models(tiny_checkpoint, tmp_path, capsys):
+    from sdic import demo
+
+    face = demo.sample_faces()[0]
+    assert main(["invert", "default", str(face), "-o", str(tmp_path / "plain")]) == 0
+    assert _notes(capsys.readouterr().err) == 0
+    from conftest import DATA
+
+    assert main(["invert", str(tiny_checkpoint), str(DATA / "faces" / "astronaut.jpg"), "-o",
+                 str(tmp_path / "tiny"), "--align"]) == 0
+    assert _notes(capsys.readouterr().err) == 0
