@@ -45,3 +45,32 @@ def test_no_note_without_align_or_for_other_models(tiny_checkpoint, tmp_path, ca
     assert main(["invert", str(tiny_checkpoint), str(DATA / "faces" / "astronaut.jpg"), "-o",
                  str(tmp_path / "tiny"), "--align"]) == 0
     assert _notes(capsys.readouterr().err) == 0
+
+
+def _card_commands() -> list[list[str]]:
+    """The shell commands of the model card's re-run block, continuation lines joined."""
+    import shlex
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parents[1] / "docs" / "default_model.md").read_text(encoding="utf-8")
+    block = text.split("## Re-running the measurements")[1].split("```bash")[1].split("```")[0]
+    lines = [line.split("#")[0].rstrip() for line in block.replace("\\\n", " ").splitlines()]
+    return [shlex.split(line) for line in lines if line.strip()]
+
+
+def test_the_model_card_commands_parse(monkeypatch):
+    from benchmarks import bench_tap
+
+    from sdic.cli.main import build_parser
+
+    commands = _card_commands()
+    assert [c[1] if c[0] == "sdic" else c[2] for c in commands] == [
+        "evaluate", "directions", "directions", "benchmarks.bench_tap"]
+    parser = build_parser()
+    for command in commands:
+        if command[0] == "sdic":
+            args, extra = parser.parse_known_args(command[1:])
+            assert extra == [] and callable(args.run), command
+        else:
+            monkeypatch.setattr("sys.argv", command[2:])
+            assert bench_tap.parse().chunks == 4

@@ -79,4 +79,7 @@ if want package; then
     python -m tools.package_default_model "$RUNS/sdic/sdic.safetensors" "$RUNS/directions" \
         --name faces64 --directions-set facesjs
     python -m sdic.cli.main evaluate default "$DATA/faces64_heldout/images" -o "$RUNS/heldout_eval" --batch-size 16
+    # the directions on 200 inverted held-out faces (docs/default_model.md, v0's figures: same command)
+    python -m sdic.cli.main directions assess-inverted default "$DATA/faces64_heldout" \
+        --classifier "$RUNS/attr_classifier.safetensors" -o "$RUNS/assess_inverted" --count 200 --steps 7 --threads 1
 fi

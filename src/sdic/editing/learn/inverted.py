@@ -46,7 +46,7 @@ from .interfacegan import Target
 
 Progress = Callable[[int, int], None]
 
-# The two criteria of the target table (docs/default_model.md).
+# The two criteria of the model card's target for directions (docs/default_model.md).
 MOVES_THRESHOLD = 0.4  # mean probability change of the faces that started without the attribute
 OUTSIDE_RATIO_LIMIT = 0.25  # outside-the-face MSE at most a quarter of the face's
 
