@@ -94,7 +94,7 @@ class CodePool:
 
 
 class InversionExport(nn.Module):
-    """Our e4e file: ``encoder.*``, ``generator.*`` and ``latent_avg`` (SDICModel's names)."""
+    """The tensors of an e4e export, ``encoder.*``, ``generator.*`` and ``latent_avg`` (SDICModel's names)."""
 
     def __init__(self, encoder: nn.Module, generator: nn.Module, latent_avg: torch.Tensor) -> None:
         super().__init__()
@@ -277,6 +277,7 @@ class E4EStage:
         pt = save_layout(folder / "e4e.pt", Kind.E4E, tensors, self.model)
         native = save_tensors(tensors, folder / "e4e.safetensors", self.model, kind=Kind.E4E)
         return [pt, native]
+
 
 def build(config: E4EConfig, env: StageEnv) -> E4EStage:
     return E4EStage(config, env)

@@ -50,7 +50,7 @@ from .projected import ProjectedDiscriminator, d_hinge_loss, g_hinge_loss
 
 
 class GeneratorExport(nn.Module):
-    """The tensors of a ``stylegan2`` file in our format: ``generator.*`` and ``latent_avg``."""
+    """The tensors of a ``stylegan2`` export, ``generator.*`` (g_ema) and ``latent_avg`` (our names)."""
 
     def __init__(self, generator: Generator, latent_avg: torch.Tensor) -> None:
         super().__init__()
