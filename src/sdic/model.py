@@ -25,8 +25,8 @@ from PIL import Image
 from torch import nn
 
 from . import editing, images
-from .devices import warn_if_slow_bf16
 from .config import SDICConfig
+from .devices import warn_if_slow_bf16
 from .errors import InputError, SDICError
 from .inversion import IncompatibleModelError, Inversion, describe_model, with_sources
 from .networks import DICN, DIPN, Encoder4Editing, Generator
