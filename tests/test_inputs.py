@@ -188,7 +188,7 @@ def test_paste_back_names_of_two_photos_with_the_same_stem(tmp_path, monkeypatch
     from types import SimpleNamespace
 
     from sdic.cli import inference
-    from sdic.cli.inputs import Unit
+    from sdic.inputs import Unit
     from sdic.outputs import OutputFolder
 
     monkeypatch.setattr(inference, "paste_faces", lambda units, images: Image.new("RGB", (8, 8)))

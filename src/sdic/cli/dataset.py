@@ -24,8 +24,9 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from ..errors import InputError
+from ..errors import InputError, MissingFileError
 from ..files import atomic_write
+from ..inputs import Item, Unit, items_for
 from ..inversion import (
     IncompatibleModelError,
     Inversion,
@@ -34,7 +35,6 @@ from ..inversion import (
     read_metadata,
 )
 from ..training.distributed import DistContext, cleanup, gather_objects, setup
-from .inputs import Item, Unit, items_for
 
 
 @dataclass(frozen=True)
@@ -88,9 +88,9 @@ def latent_items(specs: list[str]) -> list[Item]:
         elif path.is_file():
             paths.append(path)
         else:
-            raise FileNotFoundError(f"{path}: no such file or folder")
+            raise MissingFileError(f"{path}: no such file or folder")
     if not paths:
-        raise FileNotFoundError(f"no .safetensors inversion files in {' '.join(specs)}")
+        raise MissingFileError(f"no .safetensors inversion files in {' '.join(specs)}")
     return items_for(paths)
 
 
