@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import sys
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -57,6 +57,25 @@ def image_paths(inputs: list[str | Path]) -> list[Path]:
     paths = list_images(inputs)
     if not paths:
         raise MissingFileError(f"no images found in {' '.join(map(str, inputs))}")
+    return paths
+
+
+def files_in(specs: Sequence[str | Path], suffix: str, what: str) -> list[Path]:
+    """The files of ``specs`` and the ``*suffix`` files of its folders (sorted, hidden ones skipped).
+
+    ``what`` names the files in the errors (``direction``, ``inversion``).
+    """
+    paths: list[Path] = []
+    for path in map(Path, specs):
+        if path.is_dir():
+            paths += sorted(p for p in path.iterdir() if p.suffix == suffix and not p.name.startswith(".")
+                            and p.is_file())
+        elif path.is_file():
+            paths.append(path)
+        else:
+            raise MissingFileError(f"{path}: no such {what} file or folder")
+    if not paths:
+        raise MissingFileError(f"no {what} files ({suffix}) found in {' '.join(map(str, specs))}")
     return paths
 
 

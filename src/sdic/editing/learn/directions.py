@@ -21,8 +21,9 @@ from typing import Any
 import torch
 from tqdm import tqdm
 
-from ...errors import InputError, MissingFileError
+from ...errors import InputError
 from ...files import file_sha256
+from ...inputs import files_in
 from ...outputs import unique_stems
 from . import assess as assess_lib
 from . import classifier as clf
@@ -311,21 +312,6 @@ def _lpips(device: str | torch.device) -> assess_lib.ImageDistance | None:
     return lambda x, y: model(x.clamp(-1, 1), y.clamp(-1, 1)).reshape(-1)
 
 
-def direction_files(paths: Sequence[Path]) -> list[Path]:
-    """Direction files from files and folders (a folder's ``*.safetensors``, sorted)."""
-    files: list[Path] = []
-    for path in map(Path, paths):
-        if path.is_dir():
-            files += sorted(path.glob("*.safetensors"))
-        elif path.is_file():
-            files.append(path)
-        else:
-            raise MissingFileError(f"{path}: no such direction file or folder")
-    if not files:
-        raise MissingFileError("no direction files (.safetensors) found")
-    return files
-
-
 def assess_directions(model: str | Path, classifier: Path, paths: Sequence[Path], output: Path,
                       options: AssessOptions = AssessOptions(), target: str | None = None, update: bool = False,
                       device: str | torch.device = "cpu", log: Log = _print) -> DirectionsReport:
@@ -335,7 +321,7 @@ def assess_directions(model: str | Path, classifier: Path, paths: Sequence[Path]
     Entries are named after the files; two files with one stem become ``smile`` and ``smile_1``.
     """
     options.check()
-    files = direction_files(paths)
+    files = files_in(paths, ".safetensors", "direction")
     if target and len(files) != 1:
         raise InputError("a target applies to a single direction file")
     generator = ifg.load_generator(model, device)

@@ -180,11 +180,14 @@ def load_samples(path: str | Path, info: dict[str, Any]) -> tuple[torch.Tensor, 
     path = Path(path)
     if not path.is_file():
         return None
-    with safe_open(str(path), framework="pt") as handle:
-        stored = json.loads((handle.metadata() or {}).get("info", "{}"))
-    if stored != json.loads(json.dumps(info, sort_keys=True)):
-        return None
-    tensors = load_file(str(path))
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            stored = json.loads((handle.metadata() or {}).get("info", "{}"))
+        if stored != json.loads(json.dumps(info, sort_keys=True)):
+            return None
+        tensors = load_file(str(path))
+    except (SafetensorError, OSError, ValueError) as error:
+        raise InputError(f"{path}: not a samples cache (a safetensors file of sampled codes): {error}") from None
     return tensors["w"], {k[len("score."):]: v for k, v in tensors.items() if k.startswith("score.")}
 
 
