@@ -383,7 +383,7 @@ def test_cli_defaults_are_the_options_defaults():
     args = build_parser().parse_args(["directions", "train-classifier", "d", "-o", "c.safetensors"])
     train = clf.TrainSettings()
     assert (args.epochs, args.batch_size, args.lr, args.val_fraction, args.size) == (
-        train.epochs, train.batch_size, train.lr, train.val_fraction, clf.ClassifierConfig().input_size)
+        train.epochs, train.batch_size, train.lr, train.val_fraction, clf.ClassifierConfig.input_size)
 
 
 def _one_line_error(capsys) -> str:
@@ -411,7 +411,7 @@ def test_hostile_label_files_and_caches_are_one_line(tiny_checkpoint, classifier
                    "--classifier", str(classifier_file), "-o", str(tmp_path / "a"), "--no-lpips"]
     assert main(assess_args) == 2 and "not a direction file" in _one_line_error(capsys)
     direction = ifg.save_direction(tmp_path / "d.safetensors", torch.randn(32), {"target": "bright"})
-    assess_args[4] = str(direction)
+    assess_args[3] = str(direction)
     assess_args[assess_args.index("--classifier") + 1] = str(garbage)
     assert main(assess_args) == 2 and "not an attribute classifier" in _one_line_error(capsys)
     assert main(["directions", "train", str(tiny_checkpoint), "--classifier", str(classifier_file), "-o",
