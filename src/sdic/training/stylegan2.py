@@ -8,7 +8,8 @@ Per step (index ``i``):
    ``mixing``: two mapped codes, switched at a random layer);
 4. if ``path_reg > 0`` and ``i % path_every == 0``: path-length regulariser on a
    batch shrunk by ``path_batch_shrink``, ``path_reg * path_every * penalty``;
-5. ``g_ema <- beta * g_ema + (1 - beta) * g``, ``beta = 0.5 ** (global_batch / (ema_kimg * 1000))``.
+5. ``g_ema <- beta * g_ema + (1 - beta) * g``, ``beta = 0.5 ** (global_batch / (ema_kimg * 1000))``;
+   with ``ema_rampup`` the half-life is at most ``ema_rampup`` x the images seen so far.
 
 Lazily regularised networks get StyleGAN2's adjusted Adam settings (lr and
 betas to the power ``r/(r+1)``). Generator noise is random during training.
@@ -58,7 +59,15 @@ class GeneratorExport(nn.Module):
         self.register_buffer("latent_avg", latent_avg)
 
 
-def ema_beta(global_batch: int, half_life_kimg: float) -> float:
+def ema_beta(global_batch: int, half_life_kimg: float, step: int | None = None,
+             rampup: float | None = None) -> float:
+    """Decay per step for an EMA half-life in kimg.
+
+    With ``rampup`` (StyleGAN2-ADA's ``ema_rampup``), the half-life is at most ``rampup`` times
+    the images seen so far, so early, fast-changing weights are not averaged over a long past.
+    """
+    if rampup is not None and step is not None:
+        half_life_kimg = min(half_life_kimg, (step + 1) * global_batch / 1000.0 * rampup)
     if half_life_kimg <= 0:
         return 0.0
     return 0.5 ** (global_batch / (half_life_kimg * 1000.0))
@@ -178,7 +187,8 @@ class StyleGAN2Stage:
         terms.update(self._generator_step())
         if cfg.path_reg > 0 and cfg.path_every and step % cfg.path_every == 0:
             terms.update(self._path_step())
-        accumulate(self.g_ema, self.generator, self.beta)
+        beta = ema_beta(self.global_batch, cfg.ema_kimg, step, cfg.ema_rampup) if cfg.ema_rampup else self.beta
+        accumulate(self.g_ema, self.generator, beta)
         return terms
 
     def _discriminator_step(self, real: torch.Tensor) -> dict[str, torch.Tensor]:
