@@ -136,3 +136,34 @@ def _direction_file(tmp_path):
     path = tmp_path / "dir.pt"
     torch.save(torch.randn(1, 32), path)
     return path
+
+
+def test_a_genuine_bug_is_not_a_usage_error(tiny_checkpoint, photos, tmp_path, monkeypatch):
+    """Only SDICError becomes the one-line exit 2; a plain ValueError or RuntimeError keeps its traceback."""
+    from sdic import evaluation
+    from sdic.cli import inference
+
+    def broken(*args, **kwargs):
+        raise ValueError("a bug, not bad input")
+
+    monkeypatch.setattr(evaluation, "evaluate", broken)
+    with pytest.raises(ValueError, match="a bug, not bad input"):
+        main(["evaluate", str(tiny_checkpoint), str(photos), "-o", str(tmp_path / "e"), "--no-fid"])
+
+    def crash(*args, **kwargs):
+        raise RuntimeError("internal error")
+
+    monkeypatch.setattr(inference, "_write", crash)
+    with pytest.raises(RuntimeError, match="internal error"):
+        main(["invert", str(tiny_checkpoint), str(photos / "a.png"), "-o", str(tmp_path / "i")])
+
+
+def test_user_errors_are_sdic_errors_and_keep_their_builtin_class():
+    from sdic.config import tiny
+    from sdic.editing import resolve
+    from sdic.errors import InputError, InputTypeError, MissingFileError, SDICError
+
+    assert issubclass(MissingFileError, FileNotFoundError) and issubclass(MissingFileError, SDICError)
+    assert issubclass(InputTypeError, TypeError) and issubclass(InputTypeError, InputError)
+    with pytest.raises(TypeError):  # old `except TypeError` callers keep working
+        resolve(object(), tiny())

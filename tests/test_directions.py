@@ -327,3 +327,93 @@ def test_truncation_pulls_codes_to_one_mean():
     assert torch.allclose(w0, w0[:1].expand(5, -1)) and torch.allclose(w0, ifg.sample_w(generator, 2, D, seed=4, truncation=0.0)[:1])
     half = ifg.sample_w(generator, 5, D, seed=3, truncation=0.5)
     assert torch.allclose(half, w0 + 0.5 * (ifg.sample_w(generator, 5, D, seed=3) - w0), atol=1e-6)
+
+
+# ------------------------------------------------------------------ library calls
+def test_learn_and_assess_return_what_the_files_hold(tiny_checkpoint, classifier_file, tmp_path):
+    from sdic.editing.learn import directions as lib
+
+    options = lib.LearnOptions(samples=120, targets=("bright", "width"), assess_samples=4, steps=3, lpips=False,
+                               grid_rows=0)
+    report = lib.learn_directions(tiny_checkpoint, classifier_file, tmp_path / "d", options, log=lambda line: None)
+    bright, width = report.directions
+    vector, meta = ifg.load_direction(bright.file)
+    assert torch.equal(vector, bright.vector.float()) and meta["factor_range"] == list(bright.assessment.factor_range)
+    assert meta["accuracy"] == round(bright.boundary.val_accuracy, 4)
+    assert json.loads((tmp_path / "d" / "report.json").read_text()) == json.loads(json.dumps(report.to_dict()))
+    assert (tmp_path / "d" / "report.md").read_text() == report.to_markdown() + "\n"
+
+    # assessing the written file over the same factors, with the same codes, repeats the assessment
+    factors = tuple(r.factor for r in bright.assessment.results)
+    again = lib.assess_directions(tiny_checkpoint, classifier_file, [bright.file], tmp_path / "a",
+                                  lib.AssessOptions(assess_samples=4, factors=factors, lpips=False, grid_rows=0),
+                                  log=lambda line: None)
+    [entry] = again.directions
+    assert entry.file == bright.file and entry.name == "bright"
+    assert [r.to_dict() for r in entry.assessment.results] == [r.to_dict() for r in bright.assessment.results]
+    assert again.to_dict()["directions"][0]["file"] == str(bright.file)
+
+    conditioned = lib.condition_direction(bright.file, [width.file], tmp_path / "c.safetensors")
+    assert abs(float(conditioned.vector @ width.vector)) < 1e-5
+    assert conditioned.metadata["conditioned_on"] == ["width"]
+    assert editing.load_direction(conditioned.file).metadata["cosine_to_original"] == conditioned.cosine_to_original
+
+
+def test_options_are_checked_before_any_work(tiny_checkpoint, classifier_file, tmp_path):
+    from sdic.editing.learn import directions as lib
+    from sdic.errors import InputError
+
+    for options, message in ((lib.LearnOptions(steps=4), "odd number of steps"),
+                             (lib.LearnOptions(ratio=0.7), "ratio"),
+                             (lib.LearnOptions(assess_samples=0), "assess_samples")):
+        with pytest.raises(InputError, match=message):
+            lib.learn_directions(tmp_path / "never-read.pt", classifier_file, tmp_path / "d", options)
+
+
+def test_cli_defaults_are_the_options_defaults():
+    from sdic.cli.main import build_parser
+    from sdic.editing.learn import directions as lib
+
+    args = build_parser().parse_args(["directions", "train", "m", "--classifier", "c", "-o", "o"])
+    learn = lib.LearnOptions()
+    assert (args.samples, args.ratio, args.method, args.assess_samples, args.sigmas, args.steps, args.grid_rows,
+            args.batch_size, args.truncation, args.seed, args.max_side_effect, args.reach) == (
+        learn.samples, learn.ratio, learn.method, learn.assess_samples, learn.sigmas, learn.steps, learn.grid_rows,
+        learn.batch_size, learn.truncation, learn.seed, learn.judge.max_side_effect, learn.judge.reach)
+    args = build_parser().parse_args(["directions", "train-classifier", "d", "-o", "c.safetensors"])
+    train = clf.TrainSettings()
+    assert (args.epochs, args.batch_size, args.lr, args.val_fraction, args.size) == (
+        train.epochs, train.batch_size, train.lr, train.val_fraction, clf.ClassifierConfig.input_size)
+
+
+def _one_line_error(capsys) -> str:
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and err.count("\n") == 1, err
+    return err
+
+
+def test_hostile_label_files_and_caches_are_one_line(tiny_checkpoint, classifier_file, tmp_path, capsys):
+    dataset = make_dataset(tmp_path / "data", 4)
+    train = ["directions", "train-classifier", str(dataset), "-o", str(tmp_path / "c.safetensors"),
+             "--attributes", "bright", "--epochs", "1"]
+    labels = (dataset / "labels.csv").read_text()
+    (dataset / "labels.csv").write_text(labels.replace("\n", "\nimages/x.png,1,one,0,0.5\n", 1))
+    assert main(train) == 2 and "column 'bright', row 1: not a number ('one')" in _one_line_error(capsys)
+    (dataset / "labels.csv").write_text(labels)
+    (dataset / "meta.json").write_text("{not json")
+    assert main(train) == 2 and "meta.json" in _one_line_error(capsys)
+    (dataset / "meta.json").write_text(json.dumps({"attributes": {"bright": {"kind": "binary"}}}))
+    assert main(train) == 2 and "needs a 'type'" in _one_line_error(capsys)
+
+    garbage = tmp_path / "garbage.safetensors"
+    garbage.write_bytes(b"\x00" * 64)
+    assess_args = ["directions", "assess", str(tiny_checkpoint), str(garbage), "--target", "bright",
+                   "--classifier", str(classifier_file), "-o", str(tmp_path / "a"), "--no-lpips"]
+    assert main(assess_args) == 2 and "not a direction file" in _one_line_error(capsys)
+    direction = ifg.save_direction(tmp_path / "d.safetensors", torch.randn(32), {"target": "bright"})
+    assess_args[3] = str(direction)
+    assess_args[assess_args.index("--classifier") + 1] = str(garbage)
+    assert main(assess_args) == 2 and "not an attribute classifier" in _one_line_error(capsys)
+    assert main(["directions", "train", str(tiny_checkpoint), "--classifier", str(classifier_file), "-o",
+                 str(tmp_path / "t"), "--samples", "8", "--samples-cache", str(garbage)]) == 2
+    assert "not a samples cache" in _one_line_error(capsys)

@@ -71,3 +71,19 @@ def test_chained_edits_equal_one_combined_edit():
     assert torch.allclose(twice.latents, once.latents, atol=1e-5)
     assert torch.allclose(twice.image, once.image, atol=1e-4)
     assert not torch.allclose(once.image, inv.image, atol=1e-3)
+
+
+def test_load_direction_gives_the_vector_and_the_files_metadata(tmp_path):
+    from sdic.editing.learn.interfacegan import save_direction
+
+    vector = torch.randn(32)
+    path = save_direction(tmp_path / "smile.safetensors", vector, {"target": "smile", "factor_range": [-2, 3]})
+    direction = editing.load_direction(path)
+    assert torch.equal(direction.vector, vector) and direction.metadata["factor_range"] == [-2, 3]
+    assert direction.metadata["target"] == "smile" and direction.metadata["format"] == "sdic-direction"
+    torch.save(vector[None], tmp_path / "plain.pt")  # [1, D]: squeezed like a tensor given to edit
+    plain = editing.load_direction(tmp_path / "plain.pt")
+    assert torch.equal(plain.vector, vector) and plain.metadata == {}
+    latents = torch.zeros(2, 8, 32)
+    assert torch.equal(plain.apply(latents, 2.0), editing.resolve(vector[None], tiny()).apply(latents, 2.0))
+    assert editing.resolve(direction, tiny()) is direction

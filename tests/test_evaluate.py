@@ -60,3 +60,49 @@ def test_unknown_metric_is_a_usage_error(tiny_checkpoint, photos, tmp_path, caps
     assert main(["evaluate", str(tiny_checkpoint), str(photos), "-o", str(tmp_path / "e"),
                  "--metrics", "sharpness"]) == 2
     assert "unknown metrics ['sharpness']" in capsys.readouterr().err
+
+
+def test_evaluate_returns_the_numbers_the_cli_writes(tiny_checkpoint, photos, tmp_path):
+    model = sdic.load(tiny_checkpoint)
+    settings = evaluation.EvaluationSettings(metrics=("mse", "psnr"), fid=False, batch_size=2, grid_rows=2)
+    report = evaluation.evaluate(model, [photos], settings, progress=False)
+    out = tmp_path / "eval"
+    assert main(["evaluate", str(tiny_checkpoint), str(photos), "-o", str(out), "--metrics", "mse", "psnr",
+                 "--no-fid", "--batch-size", "2", "--grid", "2"]) == 1
+    written = json.loads((out / "results.json").read_text())
+    assert written["per_image"] == report.per_image and written["mean"] == report.means()
+    assert written["failures"] == report.failures and len(report.failures) == 1 and "bad.png" in report.failures[0]
+    assert report.fid == {} and report.protocol["metrics"] == ["mse", "psnr"]
+    assert report.grid.size == Image.open(out / "grid.png").size == (4 * 64 * 4, 20 + 2 * 256)
+    # the means are the means of the per-image rows
+    values = [row["sdic"]["mse"] for row in report.per_image]
+    assert report.means()["sdic"]["mse"] == pytest.approx(sum(values) / len(values))
+
+
+def test_evaluate_refuses_bad_settings_before_reading_images(tiny_checkpoint, tmp_path):
+    from sdic.errors import InputError, MissingFileError
+
+    model = sdic.load(tiny_checkpoint)
+    with pytest.raises(InputError, match="batch size must be at least 1"):
+        evaluation.evaluate(model, [tmp_path], evaluation.EvaluationSettings(batch_size=0))
+    with pytest.raises(MissingFileError, match="no such folder or file"):
+        evaluation.evaluate(model, [tmp_path], evaluation.EvaluationSettings(reference=tmp_path / "missing"))
+    with pytest.raises(MissingFileError, match="no images found"):
+        evaluation.evaluate(model, [tmp_path])
+
+
+def test_no_grid_and_a_single_image(tiny_checkpoint, photos, tmp_path, capsys):
+    out = tmp_path / "eval"
+    assert main(["evaluate", str(tiny_checkpoint), str(photos / "0.png"), "-o", str(out), "--metrics", "mse",
+                 "--grid", "0"]) == 0
+    captured = capsys.readouterr()
+    assert "FID needs at least 2 images; skipped" in captured.err
+    assert not (out / "grid.png").exists() and (out / "results.json").is_file()
+
+
+def test_the_cli_defaults_are_the_settings_defaults():
+    from sdic.cli.main import build_parser
+
+    args = build_parser().parse_args(["evaluate", "m", "x", "-o", "o"])
+    settings = evaluation.EvaluationSettings()
+    assert (args.grid, args.batch_size, args.reference) == (settings.grid_rows, settings.batch_size, settings.reference)

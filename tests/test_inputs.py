@@ -188,7 +188,7 @@ def test_paste_back_names_of_two_photos_with_the_same_stem(tmp_path, monkeypatch
     from types import SimpleNamespace
 
     from sdic.cli import inference
-    from sdic.cli.inputs import Unit
+    from sdic.inputs import Unit
     from sdic.outputs import OutputFolder
 
     monkeypatch.setattr(inference, "paste_faces", lambda units, images: Image.new("RGB", (8, 8)))
@@ -252,8 +252,8 @@ def test_two_direction_files_with_the_same_stem_in_two_runs(tiny_checkpoint, pho
 def test_assess_names_two_direction_files_with_the_same_stem_apart(tmp_path, monkeypatch, capsys):
     from types import SimpleNamespace
 
-    from sdic.cli import directions as cli_directions
     from sdic.editing.learn import classifier as clf
+    from sdic.editing.learn import directions as lib
     from sdic.editing.learn import interfacegan as ifg
 
     files = []
@@ -263,17 +263,15 @@ def test_assess_names_two_direction_files_with_the_same_stem_apart(tmp_path, mon
         ifg.save_direction(files[-1], torch.randn(32), {"target": "smile", "latent_std": 1.0})
     seen = {}
 
-    def assess(args, generator, classifier, named):  # stands in for the (slow) scoring
+    def assess(generator, classifier, named, *rest):  # stands in for the (slow) scoring
         seen["names"] = [entry[0] for entry in named]
         return []
 
     monkeypatch.setattr(ifg, "load_generator", lambda path, device: None)
     monkeypatch.setattr(clf, "load_classifier", lambda path, device: SimpleNamespace(config=None))
     monkeypatch.setattr(ifg, "parse_target", lambda spec, config: spec)
-    monkeypatch.setattr(cli_directions, "_assess", assess)
-    args = SimpleNamespace(directions=files, target=None, model="m", classifier=Path("c"), device="cpu",
-                           threads=None, output=tmp_path / "report", update=False)
-    cli_directions.run_assess(args)
+    monkeypatch.setattr(lib, "_assess_all", assess)
+    lib.assess_directions("m", Path("c"), files, tmp_path / "report")
     assert seen["names"] == ["smile", "smile_1"]
     assert "is written as smile_1" in capsys.readouterr().err
 
@@ -407,12 +405,12 @@ def test_demo_shows_progress(tiny, tmp_path, capsys):
 
 
 def test_direction_scoring_shows_progress(tiny_checkpoint, capsys):
-    from sdic.cli.directions import _Progress
     from sdic.editing.learn import interfacegan as ifg
+    from sdic.editing.learn.directions import Progress
 
     generator = ifg.load_generator(tiny_checkpoint)
     w = ifg.sample_w(generator, 8, 32, seed=0)
-    ifg.score_w(generator, lambda x: {"m": x.mean(dim=(1, 2, 3))}, w, 4, _Progress("scoring sampled codes"))
+    ifg.score_w(generator, lambda x: {"m": x.mean(dim=(1, 2, 3))}, w, 4, Progress("scoring sampled codes"))
     err = capsys.readouterr().err
     assert "scoring sampled codes" in err and "8/8" in err
 

@@ -14,6 +14,8 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
+from .errors import InputError
+
 
 def _log2(value: int, what: str) -> int:
     exponent = int(round(math.log2(value)))
@@ -260,4 +262,4 @@ def preset(name: str) -> SDICConfig:
     try:
         return PRESETS[name]()
     except KeyError:
-        raise ValueError(f"unknown preset {name!r}; choose one of {sorted(PRESETS)}") from None
+        raise InputError(f"unknown preset {name!r}; choose one of {sorted(PRESETS)}") from None

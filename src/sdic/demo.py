@@ -11,6 +11,7 @@ from tqdm import tqdm
 
 from . import editing
 from .evaluation import grid_row, stack_rows
+from .images import folder_images
 from .model import Inversion, SDICModel
 
 DEFAULT_RANGE = (-3.0, 3.0)
@@ -28,7 +29,7 @@ def sample_faces() -> list[Path]:
     from importlib import resources
 
     folder = resources.files("sdic") / "data" / "samples"
-    return sorted(Path(str(folder / entry.name)) for entry in folder.iterdir() if entry.name.endswith(".png"))
+    return folder_images(Path(str(folder)))
 
 
 def factor_range(model: SDICModel, name: str) -> tuple[float, float]:

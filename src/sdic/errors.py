@@ -16,6 +16,14 @@ class InputError(SDICError, ValueError):
     """An argument or input value is invalid (non-finite numbers, wrong shapes, bad names)."""
 
 
+class InputTypeError(InputError, TypeError):
+    """An argument has a type sdic cannot use (``except TypeError`` callers keep working)."""
+
+
+class MissingFileError(SDICError, FileNotFoundError):
+    """A file or folder named by the user does not exist (or holds none of the files asked for)."""
+
+
 class MissingDependencyError(SDICError, ImportError):
     """An optional package is not installed; the message names the extra to install."""
 

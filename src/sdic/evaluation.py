@@ -1,9 +1,10 @@
 """The evaluation protocol behind ``sdic evaluate`` (documented in docs/evaluation.md).
 
-Every image is inverted once; the e4e reconstruction and the SDIC result are
-both scored against the input at the model's input size (256x256 for the
-authors' models; generator outputs are average-pooled to it, as in training
-and the published tables). Cars are scored on their content rows only.
+:func:`evaluate` is the whole loop: every image is inverted once; the e4e reconstruction
+and the SDIC result are both scored against the input at the model's input size (256x256
+for the authors' models; generator outputs are average-pooled to it, as in training and
+the published tables). Cars are scored on their content rows only. It returns an
+:class:`EvaluationReport` (per-image and mean scores, FID, timing, the grid).
 """
 
 from __future__ import annotations
@@ -11,15 +12,19 @@ from __future__ import annotations
 import json
 import math
 import time
-from collections.abc import Callable, Iterable
+import warnings
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from PIL import Image
+from tqdm import tqdm
 
+from .errors import InputError, MissingFileError
 from .images import content_rows_at, tensor_to_pil
+from .inputs import batches, find_items, make_aligner, photos_in
 from .model import Inversion, SDICModel
 
 STAGES = ("e4e", "sdic")
@@ -45,7 +50,7 @@ def build_metrics(names: Iterable[str], device: torch.device) -> dict[str, Metri
     }
     unknown = set(names) - set(table)
     if unknown:
-        raise ValueError(f"unknown metrics {sorted(unknown)}; choose from {sorted(table)}")
+        raise InputError(f"unknown metrics {sorted(unknown)}; choose from {sorted(table)}")
     return {name: table[name]() for name in names}
 
 
@@ -73,6 +78,7 @@ class EvaluationReport:
     seconds_per_image: float = float("nan")
     failures: list[str] = field(default_factory=list)
     protocol: dict = field(default_factory=dict)
+    grid: Image.Image | None = field(default=None, repr=False, compare=False)  # input | e4e | SDIC | discrepancy
 
     def means(self) -> dict[str, dict[str, float]]:
         out: dict[str, dict[str, float]] = {}
@@ -217,8 +223,79 @@ def timed_invert(model: SDICModel, batch) -> tuple[Inversion, float]:
     return inv, time.perf_counter() - start
 
 
+@dataclass(frozen=True)
+class EvaluationSettings:
+    """What :func:`evaluate` scores and writes besides the report (the options of ``sdic evaluate``)."""
+
+    metrics: tuple[str, ...] | None = None  # None: default_metrics(model)
+    fid: bool = True
+    reference: str | Path | None = None  # FID reference: a folder or an .npz of mu/sigma; None: the inputs
+    batch_size: int = 1
+    grid_rows: int = 8  # rows of the report's grid (0: none)
+    align: bool = False  # FFHQ-align the largest face of each photo first (faces models)
+    images_folder: Path | None = None  # also write the e4e/ and sdic/ outputs below this folder
+
+    def check(self, model: SDICModel) -> None:
+        """Refuse settings that cannot work, before any image is read."""
+        if self.batch_size < 1:
+            raise InputError(f"the batch size must be at least 1, got {self.batch_size}")
+        if self.grid_rows < 0:
+            raise InputError(f"the grid rows must be 0 or more, got {self.grid_rows}")
+        if self.reference is not None and not Path(self.reference).exists():
+            raise MissingFileError(f"{self.reference}: no such folder or file")
+        if self.align and model.config.domain != "faces":
+            raise InputError(f"alignment is for faces; this is a {model.config.domain} model")
+
+
+def evaluate(model: SDICModel, inputs: Sequence[str | Path], settings: EvaluationSettings = EvaluationSettings(),
+             progress: bool = True) -> EvaluationReport:
+    """Invert and score every image of ``inputs`` (files, folders or globs) under the protocol.
+
+    Unreadable images (and photos without a face when aligning) are skipped and listed in
+    ``report.failures``; FID's warnings (small sets) are issued as Python warnings.
+    """
+    settings.check(model)
+    items = find_items(list(inputs))
+    align = make_aligner(model.config.input_size, all_faces=False) if settings.align else None
+    metric_fns = build_metrics(settings.metrics or default_metrics(model), model.device)
+    report = EvaluationReport(model=str(model.source or model.config.name), protocol={
+        "resolution": model.config.input_size, "device": str(model.device), "precision": model.precision,
+        "metrics": list(metric_fns), "fid_reference": str(settings.reference or "inputs"),
+    })
+    outputs: dict[str, list[torch.Tensor]] = {stage: [] for stage in STAGES}
+    targets: list[torch.Tensor] = []
+    grid_rows: list[Image.Image] = []
+    seconds = 0.0
+    with tqdm(total=len(items), unit="img", desc="sdic evaluate", disable=not progress) as bar:
+        for batch in batches(items, settings.batch_size, report.failures, bar, align):
+            inv, elapsed = timed_invert(model, [unit.image for unit in batch])
+            seconds += elapsed
+            views = scored_views(inv, model.config)
+            for unit, row in zip(batch, score(views, metric_fns)):
+                report.per_image.append({"image": str(unit.source), **row})
+            for stage in STAGES:
+                outputs[stage].append(views[stage].clamp(-1, 1).cpu())
+            targets.append(views["target"].cpu())
+            missing = settings.grid_rows - len(grid_rows)
+            grid_rows += [grid_row(inv, i) for i in range(min(len(batch), max(missing, 0)))]
+            if settings.images_folder is not None:
+                save_outputs(inv, [unit.name for unit in batch], settings.images_folder)
+            bar.update(photos_in(batch))
+    if not report.per_image:
+        raise InputError("no image could be read")
+    report.seconds_per_image = seconds / len(report.per_image)
+    report.grid = stack_rows(grid_rows) if grid_rows else None
+    if settings.fid and len(report.per_image) < 2:
+        warnings.warn("FID needs at least 2 images; skipped", stacklevel=2)
+    elif settings.fid:
+        report.fid = fid_scores(outputs, settings.reference or torch.cat(targets), model.device)
+    return report
+
+
 __all__ = [
     "EvaluationReport",
+    "EvaluationSettings",
+    "evaluate",
     "build_metrics",
     "default_metrics",
     "fid_scores",

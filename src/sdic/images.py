@@ -12,6 +12,7 @@ discrepancy is predicted where there is no photo.
 from __future__ import annotations
 
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -19,7 +20,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from .errors import InputError, SDICError
+from .errors import InputError, InputTypeError, MissingFileError, SDICError
 
 if TYPE_CHECKING:
     from .config import SDICConfig
@@ -171,7 +172,7 @@ def to_canvas(x: Any, config: SDICConfig) -> torch.Tensor:
     if isinstance(x, Image.Image):
         x = pil_to_tensor(resize_pil(to_rgb(x), config))
     if not isinstance(x, torch.Tensor):
-        raise TypeError(f"cannot use {type(x).__name__} as an image; give a tensor, PIL image or path")
+        raise InputTypeError(f"cannot use {type(x).__name__} as an image; give a tensor, PIL image or path")
     return _tensor_canvas(x, config)
 
 
@@ -231,8 +232,20 @@ def _tensor_canvas(x: torch.Tensor, config: SDICConfig) -> torch.Tensor:
                                             align_corners=False, antialias=True)
     if x.shape[-2] == size:
         return x
-    canvas = x.new_zeros(x.shape[0], 3, size, size)
-    canvas[:, :, top:bottom] = x
+    return letterbox(x, size, (top, bottom))
+
+
+def letterbox(content: torch.Tensor, size: int, rows: tuple[int, int]) -> torch.Tensor:
+    """Content rows ``[..., C, bottom - top, size]`` placed in a black ``size`` x ``size`` canvas.
+
+    The one letterboxing of the package (photos for the model, training images); the
+    content itself when it fills the canvas (faces).
+    """
+    top, bottom = rows
+    if (top, bottom) == (0, size):
+        return content
+    canvas = content.new_zeros(*content.shape[:-2], size, size)
+    canvas[..., top:bottom, :] = content
     return canvas
 
 
@@ -252,19 +265,29 @@ def fill_outside_content(canvas: torch.Tensor, reconstruction: torch.Tensor, con
     return out
 
 
-def folder_images(folder: str | Path) -> list[Path]:
-    """Image files (by suffix, case-insensitive) directly inside ``folder``, sorted."""
-    return sorted(p for p in Path(folder).iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+def folder_images(folder: str | Path, recursive: bool = False) -> list[Path]:
+    """Image files (by suffix, case-insensitive) inside ``folder`` (and below it if ``recursive``).
+
+    Sorted by their path relative to ``folder``; a missing folder is a :class:`MissingFileError`.
+    The one image listing of the package: commands, FID folders, training sets, bundled samples.
+    """
+    root = Path(folder)
+    if not root.is_dir():
+        raise MissingFileError(f"{root}: no such image folder")
+    entries = root.rglob("*") if recursive else root.iterdir()
+    files = [p for p in entries if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()]
+    return sorted(files, key=lambda p: p.relative_to(root).as_posix())
 
 
-def list_images(inputs: list[str]) -> list[Path]:
+def list_images(inputs: Sequence[str | Path]) -> list[Path]:
     """Expand files, folders (non-recursive, sorted) and glob patterns to image paths."""
     found: list[Path] = []
-    for item in inputs:
+    for entry in inputs:
+        item = str(entry)
         path = Path(item)
         if path.is_dir():
             found += folder_images(path)
-        elif any(ch in item for ch in GLOB_CHARACTERS):
+        elif any(ch in item for ch in GLOB_CHARACTERS) and not path.is_file():
             matches = sorted(Path().glob(item)) if not path.is_absolute() else sorted(
                 Path(path.anchor).glob(str(path.relative_to(path.anchor))))
             found += [p for p in matches if p.is_file()]

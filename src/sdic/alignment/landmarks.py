@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from ..errors import MissingDependencyError, SDICError
+from ..errors import InputTypeError, MissingDependencyError, SDICError
 from ..optional import require
 from ..pretrained import verify_weights
 
@@ -110,7 +110,7 @@ def read_rgb(image: ImageLike) -> tuple[np.ndarray, str]:
     if arr.ndim == 2:
         arr = np.repeat(arr[..., None], 3, axis=2)
     if arr.dtype != np.uint8:
-        raise TypeError(f"expected a uint8 HxWx3 array, got {arr.dtype} {arr.shape}")
+        raise InputTypeError(f"expected a uint8 HxWx3 array, got {arr.dtype} {arr.shape}")
     return np.ascontiguousarray(arr[..., :3]), "the given array"
 
 

@@ -26,6 +26,7 @@ from tqdm import tqdm
 
 from ..errors import InputError
 from ..files import atomic_write
+from ..inputs import Item, Unit, files_in, items_for
 from ..inversion import (
     IncompatibleModelError,
     Inversion,
@@ -34,7 +35,6 @@ from ..inversion import (
     read_metadata,
 )
 from ..training.distributed import DistContext, cleanup, gather_objects, setup
-from .inputs import Item, Unit, items_for
 
 
 @dataclass(frozen=True)
@@ -80,18 +80,7 @@ def check_flags(args: argparse.Namespace) -> None:
 # ------------------------------------------------------------------ files
 def latent_items(specs: list[str]) -> list[Item]:
     """Inversion files from files and folders (a folder's ``*.safetensors``, sorted)."""
-    paths: list[Path] = []
-    for spec in specs:
-        path = Path(spec)
-        if path.is_dir():
-            paths += sorted(p for p in path.iterdir() if p.suffix == ".safetensors" and not p.name.startswith("."))
-        elif path.is_file():
-            paths.append(path)
-        else:
-            raise FileNotFoundError(f"{path}: no such file or folder")
-    if not paths:
-        raise FileNotFoundError(f"no .safetensors inversion files in {' '.join(specs)}")
-    return items_for(paths)
+    return items_for(files_in(specs, ".safetensors", "inversion"))
 
 
 def latent_batches(items: list[Item], size: int, model, failures: list[str], bar: tqdm,

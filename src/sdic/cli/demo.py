@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 
 from .. import demo, editing
+from ..errors import InputError
 from ..outputs import OutputFolder
 
 
@@ -26,7 +27,7 @@ def run(args: argparse.Namespace) -> int:
     from ..api import load
 
     if args.steps < 2:
-        raise ValueError("--steps must be at least 2")
+        raise InputError("--steps must be at least 2")
     model = load(args.model, device=args.device)
     images = args.images or demo.sample_faces()
     directions = args.directions or editing.available(model.config.directions)

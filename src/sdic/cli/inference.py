@@ -11,14 +11,15 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from ..editing import LinearDirection, load_direction, looks_like_file, resolve
 from ..errors import InputError
+from ..inputs import Unit, batches, find_items, make_aligner, paste_faces, photos_in
 from ..inversion import with_sources
 from ..model import PRECISIONS, Inversion, NonFiniteOutputError, SDICModel
 from ..outputs import OutputFolder
 from ..training.distributed import DistContext
 from . import dataset
 from .factors import FACTOR_HELP, FactorTokens, factor_label, parse_factors
-from .inputs import Unit, batches, find_items, make_aligner, paste_faces, photos_in
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -107,11 +108,11 @@ def _source(path: Path, name: str, edit: str) -> str:
 
 def _check_flags(args: argparse.Namespace, model: SDICModel) -> None:
     if args.batch_size < 1:
-        raise ValueError("--batch-size must be at least 1")
+        raise InputError("--batch-size must be at least 1")
     if (args.all_faces or args.paste_back) and not args.align:
-        raise ValueError("--all-faces and --paste-back need --align")
+        raise InputError("--all-faces and --paste-back need --align")
     if args.align and model.config.domain != "faces":
-        raise ValueError(f"--align is for faces; this is a {model.config.domain} model")
+        raise InputError(f"--align is for faces; this is a {model.config.domain} model")
 
 
 def _run(
@@ -222,24 +223,21 @@ def run_invert(args: argparse.Namespace) -> int:
     return _run(args, lambda out, model, inv, units: _write(out, inv, units, args))
 
 
-def _direction(spec: str) -> str | torch.Tensor:
-    """A bundled direction name, or the tensor of a direction file."""
-    from ..editing import load_direction_file, looks_like_file
-
+def _direction(spec: str) -> str | LinearDirection:
+    """A bundled direction name, or the direction of a file."""
     path = Path(spec)
     if looks_like_file(spec) or (path.suffix and path.is_file()):
-        return load_direction_file(path)
+        return load_direction(path)
     return spec
 
 
 def run_edit(args: argparse.Namespace) -> int:
-    from ..editing import resolve
-
     args.inputs = [*args.inputs, *args.more_inputs]
     factors = parse_factors(args.factor, args.steps)
     spec = _direction(args.direction)
-    label = Path(args.direction).stem if isinstance(spec, torch.Tensor) else args.direction
-    identity = str(Path(args.direction).resolve()) if isinstance(spec, torch.Tensor) else args.direction
+    from_file = not isinstance(spec, str)
+    label = Path(args.direction).stem if from_file else args.direction
+    identity = str(Path(args.direction).resolve()) if from_file else args.direction
     resolved = {}
 
     def check(model: SDICModel) -> None:

@@ -1,7 +1,8 @@
 """The ``sdic`` command line: a thin layer over the Python API.
 
-Each sub-command lives in its own module with ``register(subparsers)``;
-errors the user can fix become one-line messages and exit code 2.
+Each sub-command lives in its own module with ``register(subparsers)``; it parses its
+arguments, calls the library and prints. Errors the user can fix (:class:`sdic.errors.SDICError`)
+become one-line messages and exit code 2; any other exception is a bug and shows its traceback.
 """
 
 from __future__ import annotations
@@ -49,7 +50,7 @@ def main(argv: list[str] | None = None) -> int:
         if getattr(args, "device", None) is not None:
             resolve_device(args.device)  # every --device: one line naming the devices that exist
         return int(args.run(args) or 0)
-    except (SDICError, ValueError, FileNotFoundError) as error:
+    except SDICError as error:  # the user can fix it; anything else is a bug and keeps its traceback
         print(f"sdic {args.command}: error: {error}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from ..errors import InputError
 from ..model import PRECISIONS
 
 
@@ -26,9 +27,9 @@ def run(args: argparse.Namespace) -> int:
     from ..ui.core import Studio
 
     if not 0 < args.port < 65536:
-        raise ValueError(f"--port must be 1..65535, got {args.port}")
+        raise InputError(f"--port must be 1..65535, got {args.port}")
     if args.max_upload_mb <= 0:
-        raise ValueError("--max-upload-mb must be positive")
+        raise InputError("--max-upload-mb must be positive")
     import_gradio()  # a missing extra is reported before the model is loaded
     model = load(args.model, device=args.device, precision=args.precision)
     studio = Studio(model, label=str(args.model), max_upload_mb=args.max_upload_mb)

@@ -1,7 +1,7 @@
 """Latent editing, in two halves.
 
 * :mod:`.apply`: directions as objects (InterFaceGAN vectors, GANSpace edits), the bundled
-  direction sets, reading a direction file; :meth:`sdic.SDICModel.edit` applies them.
+  direction sets, reading a direction file (:func:`load_direction`); :meth:`sdic.SDICModel.edit` applies them.
 * :mod:`.learn`: learning directions for a generator from attribute labels (a classifier,
   InterFaceGAN boundaries) and assessing them (docs/directions.md).
 """
@@ -17,6 +17,7 @@ from .apply import (
     check_finite,
     describe,
     factor_range,
+    load_direction,
     load_direction_file,
     looks_like_file,
     named,
@@ -34,6 +35,7 @@ __all__ = [
     "check_finite",
     "describe",
     "factor_range",
+    "load_direction",
     "load_direction_file",
     "looks_like_file",
     "named",

@@ -10,16 +10,17 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from functools import cache
 from importlib import resources
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import torch
 from safetensors.torch import load_file
 
-from ..errors import InputError
+from ..errors import InputError, InputTypeError
 
 if TYPE_CHECKING:
     from ..config import SDICConfig
@@ -33,9 +34,13 @@ class Direction(Protocol):
 
 @dataclass(frozen=True)
 class LinearDirection:
-    """InterFaceGAN-style edit: W + factor * d, with d of shape [D] or [n, D]."""
+    """InterFaceGAN-style edit: W + factor * d, with d of shape [D] or [n, D].
+
+    ``metadata``: what a direction file says about it (:func:`load_direction`; docs/directions.md).
+    """
 
     vector: torch.Tensor
+    metadata: Mapping[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
     def apply(self, latents: torch.Tensor, factor: float) -> torch.Tensor:
         check_factor(factor)
@@ -70,7 +75,7 @@ class GANSpaceDirection:
     def apply(self, latents: torch.Tensor, factor: float) -> torch.Tensor:
         check_factor(factor)
         if self.end > latents.shape[1]:
-            raise ValueError(f"GANSpace edit rows {self.start}..{self.end} exceed {latents.shape[1]} latents")
+            raise InputError(f"GANSpace edit rows {self.start}..{self.end} exceed {latents.shape[1]} latents")
         comp = self.components[self.index].to(latents)  # [1, D]
         std = float(self.stds[self.index])
         value = ((latents[:, 0] - self.mean.to(latents)) * comp).sum(-1) / std  # [B]
@@ -142,7 +147,7 @@ def named(name: str, direction_set: str) -> Direction:
     if name in _learned_names(direction_set):
         return LinearDirection(_bundled(f"{direction_set}/{name}")["direction"].reshape(-1))
     choices = ", ".join(available(direction_set)) or "none bundled; pass a direction file"
-    raise ValueError(f"unknown direction {name!r} for this model; available: {choices}")
+    raise InputError(f"unknown direction {name!r} for this model; available: {choices}")
 
 
 def factor_range(name: str, direction_set: str) -> tuple[float, float] | None:
@@ -193,15 +198,19 @@ def resolve(direction: str | torch.Tensor | Direction, config: SDICConfig) -> Di
     if isinstance(direction, str):
         return named(direction, config.directions)
     if isinstance(direction, torch.Tensor):
-        vector = check_finite(direction.detach())
-        while vector.ndim > 2 and vector.shape[0] == 1:
-            vector = vector[0]
-        if vector.ndim == 2 and vector.shape[0] == 1:
-            vector = vector[0]
-        return LinearDirection(vector)
+        return LinearDirection(_squeezed(check_finite(direction.detach())))
     if hasattr(direction, "apply"):
         return direction
-    raise TypeError(f"cannot use {type(direction).__name__} as an edit direction")
+    raise InputTypeError(f"cannot use {type(direction).__name__} as an edit direction")
+
+
+def _squeezed(vector: torch.Tensor) -> torch.Tensor:
+    """[D] or [n, D] from [D], [1, D], [n, D] or [1, n, D]."""
+    while vector.ndim > 2 and vector.shape[0] == 1:
+        vector = vector[0]
+    if vector.ndim == 2 and vector.shape[0] == 1:
+        vector = vector[0]
+    return vector
 
 
 DIRECTION_FILE_SUFFIXES = (".pt", ".pth", ".npy", ".safetensors")
@@ -210,6 +219,33 @@ DIRECTION_FILE_SUFFIXES = (".pt", ".pth", ".npy", ".safetensors")
 def looks_like_file(spec: str) -> bool:
     """Whether a ``--direction`` value names a file rather than a bundled direction."""
     return spec.lower().endswith(DIRECTION_FILE_SUFFIXES) or "/" in spec or "\\" in spec
+
+
+def load_direction(path: str | Path) -> LinearDirection:
+    """The direction of a ``.pt``, ``.npy`` or ``.safetensors`` file, for :meth:`sdic.SDICModel.edit`.
+
+    Our direction files (``sdic directions train``) also give their metadata, JSON values
+    decoded (``target``, ``factor_range``, ...); errors as for :func:`load_direction_file`.
+    """
+    vector = load_direction_file(path)
+    metadata = _safetensors_metadata(Path(path)) if Path(path).suffix.lower() == ".safetensors" else {}
+    return LinearDirection(_squeezed(vector), metadata)
+
+
+def _safetensors_metadata(path: Path) -> dict[str, Any]:
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt") as handle:
+        raw = dict(handle.metadata() or {})
+    return {key: decode_metadata(value) for key, value in raw.items()}
+
+
+def decode_metadata(value: str) -> Any:
+    """A direction file's metadata value: JSON where it parses, else the string itself."""
+    try:
+        return json.loads(value)
+    except json.JSONDecodeError:
+        return value
 
 
 def load_direction_file(path: str | Path) -> torch.Tensor:

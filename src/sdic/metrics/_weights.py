@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import SDICError
+from ..errors import InputError, SDICError
 from ..pretrained import verify_weights
 
 
@@ -107,5 +107,5 @@ def load_numpy_pickle(path: str | Path) -> dict:
     with open(path, "rb") as handle:
         data = _NumpyOnlyUnpickler(handle).load()
     if not isinstance(data, dict):
-        raise ValueError(f"{path}: expected a dict of arrays, got {type(data).__name__}")
+        raise InputError(f"{path}: expected a dict of arrays, got {type(data).__name__}")
     return data

@@ -42,6 +42,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
+from ..errors import InputError, MissingFileError
 from ..images import IMAGE_SUFFIXES, folder_images, load_image
 from ._weights import MissingWeightsError, package_file
 
@@ -105,9 +106,9 @@ class InceptionFeatures(nn.Module):
         super().__init__()
         lo, hi = float(input_range[0]), float(input_range[1])
         if not hi > lo:
-            raise ValueError(f"bad input_range {input_range}")
+            raise InputError(f"bad input_range {input_range}")
         if normalization not in ("pytorch-fid", "tf"):
-            raise ValueError("normalization must be 'pytorch-fid' or 'tf'")
+            raise InputError("normalization must be 'pytorch-fid' or 'tf'")
         self.input_range = (lo, hi)
         self.normalization = normalization
         self.resize = resize
@@ -126,13 +127,13 @@ class InceptionFeatures(nn.Module):
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         if images.ndim != 4 or images.shape[1] != 3:
-            raise ValueError(f"expected [B, 3, H, W] images, got {tuple(images.shape)}")
+            raise InputError(f"expected [B, 3, H, W] images, got {tuple(images.shape)}")
         lo, hi = self.input_range
         x = images.float()
         x = ((x - lo) / (hi - lo)).clamp(0.0, 1.0)
         if tuple(x.shape[-2:]) != (INCEPTION_SIZE, INCEPTION_SIZE):
             if not self.resize:
-                raise ValueError(f"resize=False needs 299x299 images, got {tuple(x.shape[-2:])}")
+                raise InputError(f"resize=False needs 299x299 images, got {tuple(x.shape[-2:])}")
             x = F.interpolate(x, size=(INCEPTION_SIZE, INCEPTION_SIZE), mode="bilinear", align_corners=False)
         if self.normalization == "pytorch-fid":
             x = 2.0 * x - 1.0
@@ -152,7 +153,7 @@ def _as_numpy(features) -> np.ndarray:
         features = features.detach().cpu().numpy()
     array = np.asarray(features, dtype=np.float64)
     if array.ndim != 2:
-        raise ValueError(f"features must be [N, D], got shape {array.shape}")
+        raise InputError(f"features must be [N, D], got shape {array.shape}")
     return array
 
 
@@ -160,7 +161,7 @@ def feature_statistics(features) -> tuple[np.ndarray, np.ndarray]:
     """Mean ``[D]`` and unbiased covariance ``[D, D]`` (float64) of features ``[N, D]``."""
     array = _as_numpy(features)
     if array.shape[0] < 2:
-        raise ValueError("at least 2 samples are needed for a covariance")
+        raise InputError("at least 2 samples are needed for a covariance")
     mu = array.mean(axis=0)
     sigma = np.cov(array, rowvar=False)
     return mu, np.atleast_2d(sigma)
@@ -194,9 +195,9 @@ def frechet_distance(mu1, sigma1, mu2, sigma2) -> float:
     sigma1 = np.atleast_2d(np.asarray(sigma1, dtype=np.float64))
     sigma2 = np.atleast_2d(np.asarray(sigma2, dtype=np.float64))
     if mu1.shape != mu2.shape or sigma1.shape != sigma2.shape:
-        raise ValueError("the two distributions have different dimensions")
+        raise InputError("the two distributions have different dimensions")
     if sigma1.shape != (mu1.shape[0], mu1.shape[0]):
-        raise ValueError("covariance shape does not match the mean")
+        raise InputError("covariance shape does not match the mean")
     diff = mu1 - mu2
     value = diff @ diff + np.trace(sigma1) + np.trace(sigma2) - 2 * trace_sqrt_product(sigma1, sigma2)
     return max(float(value), 0.0)  # a squared distance: only round-off can make it negative
@@ -214,12 +215,12 @@ def fid_from_features(features1, features2) -> float:
     """
     a1, a2 = _as_numpy(features1), _as_numpy(features2)
     if a1.shape[1] != a2.shape[1]:
-        raise ValueError(f"feature dimensions differ: {a1.shape[1]} vs {a2.shape[1]}")
+        raise InputError(f"feature dimensions differ: {a1.shape[1]} vs {a2.shape[1]}")
     if max(a1.shape[0], a2.shape[0]) > a1.shape[1]:
         return frechet_distance(*feature_statistics(a1), *feature_statistics(a2))
     for a in (a1, a2):
         if a.shape[0] < 2:
-            raise ValueError("at least 2 samples are needed for a covariance")
+            raise InputError("at least 2 samples are needed for a covariance")
     mu1, mu2 = a1.mean(axis=0), a2.mean(axis=0)
     c1 = (a1 - mu1) / np.sqrt(a1.shape[0] - 1)
     c2 = (a2 - mu2) / np.sqrt(a2.shape[0] - 1)
@@ -234,12 +235,9 @@ def fid_from_features(features1, features2) -> float:
 
 def list_images(folder: str | Path) -> list[Path]:
     """Image files (by suffix, case-insensitive) directly inside ``folder``, sorted."""
-    folder = Path(folder)
-    if not folder.is_dir():
-        raise FileNotFoundError(f"{folder}: not a directory")
     files = folder_images(folder)
     if not files:
-        raise ValueError(f"{folder}: no images ({', '.join(sorted(IMAGE_SUFFIXES))})")
+        raise MissingFileError(f"{folder}: no images ({', '.join(sorted(IMAGE_SUFFIXES))})")
     return files
 
 
@@ -310,7 +308,7 @@ def compute_features(
             features.append(model(batch.to(device)).double().cpu())
             bar.update(batch.shape[0])
     if not features:
-        raise ValueError("no images")
+        raise InputError("no images")
     count = sum(f.shape[0] for f in features)
     if count < MIN_RELIABLE_IMAGES:
         warnings.warn(f"FID computed on {count} images: with fewer than about {MIN_RELIABLE_IMAGES} it is "

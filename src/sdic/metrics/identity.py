@@ -31,6 +31,7 @@ from ..alignment.landmarks import (
     import_dlib,
     read_rgb,
 )
+from ..errors import InputError
 from ..optional import require
 from ..pretrained import verify_weights
 
@@ -141,11 +142,11 @@ class SFaceNet(nn.Module):
         tensors = {}
         for key, value in state.items():
             if value.size != own[key].numel():
-                raise ValueError(f"SFace tensor {key}: {value.shape} does not fit {tuple(own[key].shape)}")
+                raise InputError(f"SFace tensor {key}: {value.shape} does not fit {tuple(own[key].shape)}")
             tensors[key] = torch.from_numpy(np.array(value, dtype=np.float32)).reshape(own[key].shape)
         missing = [k for k in own if k not in tensors and not k.endswith("num_batches_tracked")]
         if missing:
-            raise KeyError(f"SFace weights missing for {missing}")
+            raise InputError(f"SFace weights missing for {missing}")
         self.load_state_dict(tensors, strict=False)
 
 
@@ -153,7 +154,7 @@ def _pick(weights: dict[str, np.ndarray], base: str) -> np.ndarray:
     for name in (f"{base}_dequantized", f"{base}_reshaped", base):
         if name in weights:
             return weights[name]
-    raise KeyError(f"SFace graph has no tensor {base}")
+    raise InputError(f"SFace graph has no tensor {base}")
 
 
 def _bn_state(module: str, onnx_name: str, weights: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -217,7 +218,7 @@ class IdentitySimilarity(nn.Module):
     def crop(self, images: torch.Tensor) -> torch.Tensor:
         """FFHQ-framed [-1, 1] images -> (B, 3, 112, 112) SFace input (RGB in [0, 255])."""
         if images.ndim != 4 or images.shape[-1] != images.shape[-2]:
-            raise ValueError(f"expected (B, 3, S, S) images, got {tuple(images.shape)}")
+            raise InputError(f"expected (B, 3, S, S) images, got {tuple(images.shape)}")
         if images.shape[-1] > 256:
             images = F.interpolate(images, size=(256, 256), mode="bilinear", antialias=True)
         theta = self.theta.to(images).expand(images.shape[0], 2, 3)

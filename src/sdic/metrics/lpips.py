@@ -32,6 +32,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..errors import InputError
 from ._weights import MissingWeightsError, load_numpy_pickle, package_file
 
 __all__ = ["LPIPS", "AlexNetFeatures", "VGG16Features", "get_lpips", "lpips_weights_path"]
@@ -63,7 +64,7 @@ def _canonical(net: str) -> str:
     try:
         return _ALIASES[net.lower()]
     except (KeyError, AttributeError):
-        raise ValueError(f"unknown LPIPS network {net!r}; use 'alex' or 'vgg'") from None
+        raise InputError(f"unknown LPIPS network {net!r}; use 'alex' or 'vgg'") from None
 
 
 class AlexNetFeatures(nn.Module):
@@ -142,12 +143,12 @@ def _load_backbone(module: nn.Module, params: dict) -> None:
     convs = [m for m in module.features if isinstance(m, nn.Conv2d)]
     names = sorted(params, key=lambda k: int(k.split("_")[-1]))  # Conv_0, Conv_1, ..., Conv_12
     if len(names) != len(convs):
-        raise ValueError(f"backbone has {len(convs)} convolutions, weight file {len(names)}")
+        raise InputError(f"backbone has {len(convs)} convolutions, weight file {len(names)}")
     for conv, name in zip(convs, names):
         weight = _hwio_to_oihw(params[name]["kernel"])
         bias = torch.from_numpy(np.asarray(params[name]["bias"])).float()
         if weight.shape != conv.weight.shape or bias.shape != conv.bias.shape:
-            raise ValueError(f"{name}: shape {tuple(weight.shape)} does not fit {tuple(conv.weight.shape)}")
+            raise InputError(f"{name}: shape {tuple(weight.shape)} does not fit {tuple(conv.weight.shape)}")
         with torch.no_grad():
             conv.weight.copy_(weight)
             conv.bias.copy_(bias)
@@ -178,7 +179,7 @@ class LPIPS(nn.Module):
         super().__init__()
         self.net_name = _canonical(net)
         if reduction not in ("none", "mean", "sum"):
-            raise ValueError("reduction must be 'none', 'mean' or 'sum'")
+            raise InputError("reduction must be 'none', 'mean' or 'sum'")
         self.reduction = reduction
         self.register_buffer("shift", torch.tensor(_SHIFT).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("scale", torch.tensor(_SCALE).view(1, 3, 1, 1), persistent=False)
@@ -197,7 +198,7 @@ class LPIPS(nn.Module):
         data = load_numpy_pickle(path)
         backbone_key = _NETS[self.net_name][1]
         if backbone_key not in data:
-            raise ValueError(f"{path}: no {backbone_key} entry; is it the {self.net_name} file?")
+            raise InputError(f"{path}: no {backbone_key} entry; is it the {self.net_name} file?")
         _load_backbone(self.net, data[backbone_key])
         if lin_path is not None:
             state = torch.load(lin_path, map_location="cpu", weights_only=True)
@@ -215,7 +216,7 @@ class LPIPS(nn.Module):
 
     def forward(self, x: torch.Tensor, y: torch.Tensor, normalize: bool = False) -> torch.Tensor:
         if x.shape != y.shape or x.ndim != 4 or x.shape[1] != 3:
-            raise ValueError(
+            raise InputError(
                 f"LPIPS expects two [B, 3, H, W] tensors of the same shape, got "
                 f"{tuple(x.shape)} and {tuple(y.shape)}"
             )

@@ -25,16 +25,18 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from ..errors import InputError
+
 __all__ = ["gaussian_window", "mse", "psnr", "ssim"]
 
 
 def _prepare(x: torch.Tensor, y: torch.Tensor, clamp: bool) -> tuple[torch.Tensor, torch.Tensor]:
     if x.shape != y.shape:
-        raise ValueError(f"shapes differ: {tuple(x.shape)} vs {tuple(y.shape)}")
+        raise InputError(f"shapes differ: {tuple(x.shape)} vs {tuple(y.shape)}")
     if x.ndim == 3:
         x, y = x[None], y[None]
     if x.ndim != 4:
-        raise ValueError(f"expected [B, C, H, W] or [C, H, W] tensors, got {tuple(x.shape)}")
+        raise InputError(f"expected [B, C, H, W] or [C, H, W] tensors, got {tuple(x.shape)}")
     if not x.is_floating_point():
         x = x.float()
     y = y.to(x.dtype)
@@ -78,7 +80,7 @@ def ssim(
     y = (y + 1) / 2
     channels = x.shape[1]
     if min(x.shape[-2:]) < window_size:
-        raise ValueError(f"images must be at least {window_size}x{window_size} for SSIM")
+        raise InputError(f"images must be at least {window_size}x{window_size} for SSIM")
     g = gaussian_window(window_size, sigma).to(device=x.device, dtype=x.dtype)
     gh = g.view(1, 1, 1, -1).repeat(channels, 1, 1, 1)
     gv = g.view(1, 1, -1, 1).repeat(channels, 1, 1, 1)

@@ -9,6 +9,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..config import EncoderConfig
+from ..errors import InputError
 from .layers import EqualLinear, ir_body, ir_input_layer
 
 
@@ -48,7 +49,7 @@ class Encoder4Editing(nn.Module):
     def __init__(self, config: EncoderConfig, n_latent: int, style_dim: int) -> None:
         super().__init__()
         if config.stage_channels[-1] != style_dim:
-            raise ValueError("the last encoder stage must have style_dim channels")
+            raise InputError("the last encoder stage must have style_dim channels")
         self.config = config
         self.n_latent = n_latent
         self.input_layer = ir_input_layer(config.stage_channels[0])

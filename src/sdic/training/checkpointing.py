@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..errors import InputError
 from ..files import atomic_write
 
 FORMAT = "sdic-training"
@@ -152,7 +153,7 @@ def module_states(modules: dict[str, torch.nn.Module]) -> dict[str, dict]:
 def load_module_states(modules: dict[str, torch.nn.Module], states: dict[str, dict]) -> None:
     missing = set(modules) - set(states)
     if missing:
-        raise ValueError(f"the checkpoint has no state for {sorted(missing)}")
+        raise InputError(f"the checkpoint has no state for {sorted(missing)}")
     for name, module in modules.items():
         module.load_state_dict(states[name])
 

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any, Union
 
 from ..config import SDICConfig, preset
-from ..errors import SDICError
+from ..errors import MissingFileError, SDICError
 
 STAGES = ("stylegan2", "e4e", "sdic")
 
@@ -354,7 +354,7 @@ def read_yaml(path: str | Path) -> dict:
 
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"{path}: no such configuration file")
+        raise MissingFileError(f"{path}: no such configuration file")
     try:
         with open(path, encoding="utf-8") as handle:
             data = yaml.safe_load(handle) or {}

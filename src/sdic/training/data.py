@@ -27,10 +27,18 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from ..config import SDICConfig
-from ..errors import SDICError
+from ..errors import InputError, MissingFileError, SDICError
 from ..files import atomic_write
-from ..images import IMAGE_SUFFIXES, ImageReadError, content_rows_at, load_image, pil_to_tensor
-from .config import DataConfig
+from ..images import (
+    IMAGE_SUFFIXES,
+    ImageReadError,
+    content_rows_at,
+    folder_images,
+    letterbox,
+    load_image,
+    pil_to_tensor,
+)
+from .config import ConfigError, DataConfig
 from .distributed import DistContext, barrier
 
 
@@ -52,11 +60,7 @@ def _read_training_image(path: Path) -> Image.Image:
 
 def list_image_files(root: str | Path) -> list[Path]:
     """Image files under ``root`` (recursive), sorted by their path relative to it."""
-    root = Path(root)
-    if not root.is_dir():
-        raise FileNotFoundError(f"{root}: no such image folder")
-    files = [p for p in root.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()]
-    return sorted(files, key=lambda p: p.relative_to(root).as_posix())
+    return folder_images(root, recursive=True)
 
 
 def split_files(files: list[Path], fraction: float, maximum: int, seed: int) -> tuple[list[Path], list[Path]]:
@@ -75,12 +79,7 @@ def frame_transform(size: int, model: SDICConfig | None = None) -> Callable[[Ima
     top, bottom = content_rows_at(model, size) if model is not None else (0, size)
 
     def transform(image: Image.Image) -> torch.Tensor:
-        resized = pil_to_tensor(image.resize((size, bottom - top), Image.BILINEAR))
-        if (top, bottom) == (0, size):
-            return resized
-        canvas = resized.new_zeros(3, size, size)
-        canvas[:, top:bottom] = resized
-        return canvas
+        return letterbox(pil_to_tensor(image.resize((size, bottom - top), Image.BILINEAR)), size, (top, bottom))
 
     return transform
 
@@ -90,7 +89,7 @@ class ImageFolder(Dataset):
 
     def __init__(self, files: list[Path], transform: Callable[[Image.Image], torch.Tensor], name: str = "") -> None:
         if not files:
-            raise ValueError("the image list is empty")
+            raise InputError("the image list is empty")
         self.files = list(files)
         self.name = name or "the dataset"
         self.transform = transform
@@ -159,7 +158,7 @@ class BatchStream:
         self.sampler = FlipSampler(dataset, ctx, seed, shuffle=True, hflip=hflip)
         self.batches_per_epoch = self.sampler.num_samples // batch_size
         if self.batches_per_epoch == 0:
-            raise ValueError(
+            raise ConfigError(
                 f"the training set has {len(dataset)} images, fewer than one global batch "
                 f"({batch_size} x {ctx.world_size} processes); add images or lower run.batch_size")
         self.epoch = 0
@@ -201,16 +200,16 @@ class BatchStream:
 def build_datasets(config: DataConfig, transform: Callable[[Image.Image], torch.Tensor]) -> tuple[ImageFolder, ImageFolder | None]:
     """Training and validation sets from ``data.path`` (and ``data.val_path``)."""
     if not config.path:
-        raise ValueError("data.path is not set: give the folder of training images (data.path=...)")
+        raise ConfigError("data.path is not set: give the folder of training images (data.path=...)")
     files = list_image_files(config.path)
     if not files:
-        raise ValueError(f"{config.path}: no images ({', '.join(sorted(IMAGE_SUFFIXES))}) found")
+        raise MissingFileError(f"{config.path}: no images ({', '.join(sorted(IMAGE_SUFFIXES))}) found")
     if config.val_path:
         train_files, val_files = files, list_image_files(config.val_path)
     else:
         train_files, val_files = split_files(files, config.val_fraction, config.val_max, config.split_seed)
     if not train_files:
-        raise ValueError(f"{config.path}: every image went to validation; lower data.val_fraction")
+        raise ConfigError(f"{config.path}: every image went to validation; lower data.val_fraction")
     val = ImageFolder(val_files, transform, f"the validation set ({config.val_path or config.path})") \
         if val_files else None
     train = ImageFolder(train_files, transform, f"the training set ({config.path})")

@@ -23,6 +23,8 @@ from collections.abc import Callable
 
 import torch
 
+from ..errors import InputError
+
 __all__ = ["POLICIES", "parse_policy", "diff_augment"]
 
 POLICIES = ("color", "translation", "cutout")
@@ -34,7 +36,7 @@ def parse_policy(text: str) -> tuple[str, ...]:
     names = tuple(p.strip() for p in text.split(",") if p.strip())
     unknown = [p for p in names if p not in POLICIES]
     if unknown:
-        raise ValueError(f"unknown DiffAugment policy {', '.join(unknown)}; choose from {', '.join(POLICIES)}")
+        raise InputError(f"unknown DiffAugment policy {', '.join(unknown)}; choose from {', '.join(POLICIES)}")
     return names
 
 

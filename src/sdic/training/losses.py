@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .config import ReconstructionLossConfig
+from .config import ConfigError, ReconstructionLossConfig
 
 
 def full(x: torch.Tensor) -> torch.Tensor:
@@ -119,7 +119,7 @@ def build_identity(spec: str, domain: str) -> nn.Module | None:
         return FeatureSimilarity()
     if spec.startswith("arcface:"):
         return ArcFaceSimilarity(spec.split(":", 1)[1])
-    raise ValueError(f"unknown identity network {spec!r}; use sface, arcface:PATH, alexnet or none")
+    raise ConfigError(f"unknown identity network {spec!r}; use sface, arcface:PATH, alexnet or none")
 
 
 def build_lpips(net: str) -> nn.Module:

@@ -17,7 +17,7 @@ from collections.abc import Iterable
 import torch
 from torch.optim import Optimizer
 
-from .config import OptimConfig
+from .config import ConfigError, OptimConfig
 
 
 def centralize_gradients(params: Iterable[torch.Tensor]) -> None:
@@ -37,7 +37,7 @@ class Lookahead(Optimizer):
 
     def __init__(self, inner: Optimizer, k: int = 6, alpha: float = 0.5, centralize: bool = False) -> None:
         if k < 1 or not 0.0 < alpha <= 1.0:
-            raise ValueError("Lookahead needs k >= 1 and 0 < alpha <= 1")
+            raise ConfigError("Lookahead needs k >= 1 and 0 < alpha <= 1")
         self.inner = inner
         super().__init__([p for g in inner.param_groups for p in g["params"]], dict(inner.defaults))
         self.param_groups = inner.param_groups  # share, do not copy
@@ -94,7 +94,7 @@ def build_optimizer(config: OptimConfig, params, reg_ratio: float = 1.0) -> Opti
     if config.name == "ranger":
         inner = torch.optim.RAdam(params, lr=lr, betas=betas, eps=config.eps, weight_decay=config.weight_decay)
         return Lookahead(inner, config.lookahead_k, config.lookahead_alpha, config.gradient_centralization)
-    raise ValueError(f"unknown optimiser {config.name!r}")
+    raise ConfigError(f"unknown optimiser {config.name!r}")
 
 
 def build_scheduler(config: OptimConfig, optimizer: Optimizer, total_steps: int):

@@ -201,7 +201,7 @@ class Studio:
         if not self.can_align:
             raise InputError(f"face alignment is for faces models; this is a {self.model.config.domain} model")
         from ..alignment import NoFaceFoundError
-        from ..cli.inputs import make_aligner
+        from ..inputs import make_aligner
 
         try:
             found = make_aligner(self.model.config.input_size, all_faces=True)(photo, "the photo")

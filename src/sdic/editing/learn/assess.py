@@ -31,6 +31,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from ...errors import InputError
 from ...images import tensor_to_pil
 from .classifier import AttributeSpec, ClassifierConfig
 from .interfacegan import GeneratorLike, Target, render
@@ -102,7 +103,7 @@ class Assessment:
 def factor_grid(scale: float, sigmas: float = 3.0, steps: int = 13) -> list[float]:
     """Symmetric factors ``scale * linspace(-sigmas, sigmas, steps)`` (``steps`` odd: includes 0)."""
     if steps < 3 or steps % 2 == 0:
-        raise ValueError("steps must be odd and at least 3")
+        raise InputError(f"the factor grid needs an odd number of steps, at least 3; got {steps}")
     return [round(float(v), 4) for v in np.linspace(-sigmas, sigmas, steps) * scale]
 
 

@@ -27,10 +27,11 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
-from safetensors import safe_open
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file
 from torch import nn
 
+from ...errors import InputError, MissingFileError
 from ...files import save_safetensors
 from ...images import load_image
 
@@ -54,9 +55,9 @@ class AttributeSpec:
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
-            raise ValueError(f"attribute {self.name}: unknown kind {self.kind!r}; use one of {KINDS}")
+            raise InputError(f"attribute {self.name}: unknown kind {self.kind!r}; use one of {KINDS}")
         if self.kind == "category" and len(self.categories) < 2:
-            raise ValueError(f"category attribute {self.name} needs at least two categories")
+            raise InputError(f"category attribute {self.name} needs at least two categories")
 
     @property
     def outputs(self) -> int:
@@ -83,7 +84,7 @@ class ClassifierConfig:
         for spec in self.attributes:
             if spec.name == name:
                 return spec
-        raise ValueError(f"the classifier has no attribute {name!r}; it has: {', '.join(self.names)}")
+        raise InputError(f"the classifier has no attribute {name!r}; it has: {', '.join(self.names)}")
 
     @property
     def names(self) -> tuple[str, ...]:
@@ -180,15 +181,21 @@ def load_classifier(path: str | Path, device: str | torch.device = "cpu") -> Att
     """Load a classifier written by :func:`save_classifier` (eval mode)."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"{path}: no such classifier file")
-    metadata = read_classifier_metadata(path)
+        raise MissingFileError(f"{path}: no such classifier file")
+    try:
+        metadata = read_classifier_metadata(path)
+    except (SafetensorError, OSError) as error:
+        raise InputError(f"{path}: not an attribute classifier file (not a readable safetensors file: {error})") from None
     if metadata.get("format") != FORMAT_NAME:
-        raise ValueError(f"{path}: not an attribute classifier file (format {metadata.get('format')!r})")
-    model = AttributeClassifier(ClassifierConfig.from_json(metadata["config"]))
+        raise InputError(f"{path}: not an attribute classifier file (format {metadata.get('format')!r})")
+    try:
+        model = AttributeClassifier(ClassifierConfig.from_json(metadata["config"]))
+    except (KeyError, TypeError, ValueError) as error:
+        raise InputError(f"{path}: the classifier file's configuration is damaged ({error!r})") from None
     try:
         model.load_state_dict(load_file(str(path)))
     except RuntimeError as error:
-        raise ValueError(f"{path}: the weights do not fit the stored configuration ({str(error).splitlines()[0]})") from None
+        raise InputError(f"{path}: the weights do not fit the stored configuration ({str(error).splitlines()[0]})") from None
     return model.to(device).eval()
 
 
@@ -213,21 +220,39 @@ def read_labels(dataset: str | Path) -> tuple[list[str], dict[str, np.ndarray]]:
     """``labels.csv`` as (file list, column -> float array)."""
     path = Path(dataset) / "labels.csv"
     if not path.is_file():
-        raise FileNotFoundError(f"{path}: no labels.csv (expected the layout of docs/dataset.md)")
+        raise MissingFileError(f"{path}: no labels.csv (expected the layout of docs/dataset.md)")
     with open(path, newline="") as handle:
         rows = list(csv.DictReader(handle))
     if not rows:
-        raise ValueError(f"{path}: no rows")
+        raise InputError(f"{path}: no rows")
+    if "file" not in rows[0]:
+        raise InputError(f"{path}: no 'file' column (expected the layout of docs/dataset.md)")
     columns = [c for c in rows[0] if c != "file"]
-    values = {c: np.array([float(r[c]) for r in rows], dtype=np.float64) for c in columns}
+    values = {c: _column(path, c, [r[c] for r in rows]) for c in columns}
     return [r["file"] for r in rows], values
+
+
+def _column(path: Path, name: str, cells: list[str | None]) -> np.ndarray:
+    values = np.empty(len(cells), dtype=np.float64)
+    for row, cell in enumerate(cells):
+        try:
+            values[row] = float(cell)  # type: ignore[arg-type]
+        except (TypeError, ValueError):
+            raise InputError(f"{path}: column {name!r}, row {row + 1}: not a number ({cell!r})") from None
+    return values
 
 
 def read_meta(dataset: str | Path) -> dict[str, Any]:
     path = Path(dataset) / "meta.json"
     if not path.is_file():
-        raise FileNotFoundError(f"{path}: no meta.json describing the label columns")
-    return json.loads(path.read_text())["attributes"]
+        raise MissingFileError(f"{path}: no meta.json describing the label columns")
+    try:
+        attributes = json.loads(path.read_text())["attributes"]
+    except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError) as error:
+        raise InputError(f"{path}: not a meta.json with an 'attributes' mapping ({error!r})") from None
+    if not isinstance(attributes, dict):
+        raise InputError(f"{path}: 'attributes' must map column names to their description")
+    return attributes
 
 
 def attribute_specs(meta: dict[str, Any], names: Sequence[str], labels: dict[str, np.ndarray]) -> tuple[AttributeSpec, ...]:
@@ -235,8 +260,10 @@ def attribute_specs(meta: dict[str, Any], names: Sequence[str], labels: dict[str
     specs = []
     for name in names:
         if name not in meta or name not in labels:
-            raise ValueError(f"unknown attribute {name!r}; labels.csv/meta.json have: {', '.join(sorted(meta))}")
+            raise InputError(f"unknown attribute {name!r}; labels.csv/meta.json have: {', '.join(sorted(meta))}")
         info = meta[name]
+        if not isinstance(info, dict) or "type" not in info:
+            raise InputError(f"meta.json: attribute {name!r} needs a 'type' (binary, category or number)")
         kind, categories = info["type"], tuple(info.get("categories", ()))
         if kind == "category" and len(categories) == 2:
             kind = "binary"
@@ -265,7 +292,12 @@ def load_images(dataset: str | Path, files: Sequence[str], size: int, chunk: int
     root = Path(dataset)
     out = torch.empty(len(files), 3, size, size, dtype=torch.uint8)
     for start in range(0, len(files), chunk):
-        batch = [np.asarray(load_image(root / name)) for name in files[start:start + chunk]]
+        names = files[start:start + chunk]
+        batch = [np.asarray(load_image(root / name)) for name in names]
+        odd = [name for name, image in zip(names, batch) if image.shape != batch[0].shape]
+        if odd:
+            raise InputError(f"{root}: the images must share one size; {odd[0]} is {batch[names.index(odd[0])].shape[:2]}"
+                             f", {names[0]} is {batch[0].shape[:2]}")
         x = torch.from_numpy(np.stack(batch)).permute(0, 3, 1, 2).float()
         if x.shape[-1] != size or x.shape[-2] != size:
             x = F.interpolate(x, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
@@ -281,7 +313,7 @@ def load_dataset(dataset: str | Path, specs: Sequence[AttributeSpec], size: int,
         files, labels = files[:limit], {k: v[:limit] for k, v in labels.items()}
     missing = [s.name for s in specs if s.name not in labels]
     if missing:
-        raise ValueError(f"{dataset}: labels.csv lacks {missing}")
+        raise InputError(f"{dataset}: labels.csv lacks {missing}")
     return LabelledImages(load_images(dataset, files, size), encode_labels(specs, labels), files)
 
 

@@ -29,12 +29,14 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import torch
-from safetensors import safe_open
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file
 from torch import nn
 
 from ...checkpoints import load_generator  # noqa: F401  (re-exported: sdic.editing.learn.load_generator)
+from ...errors import InputError, MissingFileError
 from ...files import save_safetensors
+from ..apply import decode_metadata
 from .classifier import AttributeSpec, ClassifierConfig
 
 DIRECTION_FORMAT = "sdic-direction"
@@ -93,12 +95,12 @@ def parse_target(text: str, config: ClassifierConfig) -> Target:
     spec: AttributeSpec = config.attribute(attribute)
     if spec.kind == "category":
         if category not in spec.categories:
-            raise ValueError(f"target {text!r}: name a category of {attribute} "
+            raise InputError(f"target {text!r}: name a category of {attribute} "
                              f"({attribute}:{'|'.join(spec.categories)})")
         return Target(name if rest else f"{attribute}_{category}", attribute, spec.kind,
                       spec.categories.index(category), category)
     if category:
-        raise ValueError(f"target {text!r}: {attribute} is a {spec.kind} attribute, it has no categories")
+        raise InputError(f"target {text!r}: {attribute} is a {spec.kind} attribute, it has no categories")
     return Target(name, attribute, spec.kind, None, spec.positive)
 
 
@@ -156,11 +158,14 @@ def load_samples(path: str | Path, info: dict[str, Any]) -> tuple[torch.Tensor, 
     path = Path(path)
     if not path.is_file():
         return None
-    with safe_open(str(path), framework="pt") as handle:
-        stored = json.loads((handle.metadata() or {}).get("info", "{}"))
-    if stored != json.loads(json.dumps(info, sort_keys=True)):
-        return None
-    tensors = load_file(str(path))
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            stored = json.loads((handle.metadata() or {}).get("info", "{}"))
+        if stored != json.loads(json.dumps(info, sort_keys=True)):
+            return None
+        tensors = load_file(str(path))
+    except (SafetensorError, OSError, ValueError) as error:
+        raise InputError(f"{path}: not a samples cache (a safetensors file of sampled codes): {error}") from None
     return tensors["w"], {k[len("score."):]: v for k, v in tensors.items() if k.startswith("score.")}
 
 
@@ -229,7 +234,7 @@ def fit_linear(x: torch.Tensor, y: torch.Tensor, method: str = "svm", c: float =
     one global factor (which leaves the normal's direction meaningful in W).
     """
     if method not in ("svm", "logistic"):
-        raise ValueError(f"unknown method {method!r}; use 'svm' or 'logistic'")
+        raise InputError(f"unknown method {method!r}; use 'svm' or 'logistic'")
     xs, mean, scale = _standardize(x.double())
     y = y.double()
     n_pos, n_neg = float((y > 0).sum()), float((y < 0).sum())
@@ -253,7 +258,7 @@ def fit_boundary(w: torch.Tensor, score: torch.Tensor, ratio: float = 0.2, thres
     w, score = w.detach().float().cpu(), score.detach().float().cpu()
     top, bottom, confident = select_extremes(score, ratio, threshold)
     if min(len(top), len(bottom)) < 2:
-        raise ValueError(f"too few samples ({len(top)} positive, {len(bottom)} negative): sample more codes")
+        raise InputError(f"too few samples ({len(top)} positive, {len(bottom)} negative): sample more codes")
     x = torch.cat([w[top], w[bottom]])
     y = torch.cat([torch.ones(len(top)), -torch.ones(len(bottom))])
     order = torch.randperm(len(y), generator=torch.Generator().manual_seed(seed))
@@ -286,7 +291,7 @@ def orthogonalize(primary: torch.Tensor, conditions: Sequence[torch.Tensor]) -> 
         p = p - q @ (q.T @ p)
     norm = float(p.norm())
     if norm < 1e-6:
-        raise ValueError("the direction lies in the span of the conditions; nothing is left after projection")
+        raise InputError("the direction lies in the span of the conditions; nothing is left after projection")
     return (p / norm).to(primary.dtype)
 
 
@@ -302,20 +307,16 @@ def load_direction(path: str | Path) -> tuple[torch.Tensor, dict[str, Any]]:
     """(direction [D], metadata with JSON values decoded) of a direction file."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"{path}: no such direction file")
-    with safe_open(str(path), framework="pt") as handle:
-        raw = dict(handle.metadata() or {})
-    tensors = load_file(str(path))
-    if "direction" not in tensors:
-        raise ValueError(f"{path}: no 'direction' tensor")
-    return tensors["direction"], {k: _decode(v) for k, v in raw.items()}
-
-
-def _decode(value: str) -> Any:
+        raise MissingFileError(f"{path}: no such direction file")
     try:
-        return json.loads(value)
-    except json.JSONDecodeError:
-        return value
+        with safe_open(str(path), framework="pt") as handle:
+            raw = dict(handle.metadata() or {})
+        tensors = load_file(str(path))
+    except (SafetensorError, OSError, ValueError) as error:
+        raise InputError(f"{path}: not a direction file: not a readable safetensors file ({error})") from None
+    if "direction" not in tensors:
+        raise InputError(f"{path}: no 'direction' tensor")
+    return tensors["direction"], {k: decode_metadata(v) for k, v in raw.items()}
 
 
 def fit_targets(w: torch.Tensor, scores: dict[str, torch.Tensor], targets: Sequence[Target], ratio: float = 0.2,

@@ -1,10 +1,15 @@
-"""Input handling shared by the commands: expand inputs, read (and align) images, skip bad ones."""
+"""Input files of a batch run (the commands, :func:`sdic.evaluation.evaluate`, the UI's aligner).
+
+Expand files, folders and globs to uniquely named items, read (and optionally FFHQ-align)
+them in batches, and report and skip the unreadable ones instead of stopping the run.
+The output side is :mod:`sdic.outputs`.
+"""
 
 from __future__ import annotations
 
 import sys
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -13,11 +18,12 @@ import torch
 from PIL import Image
 from tqdm import tqdm
 
-from ..images import ImageReadError, list_images, load_image
-from ..outputs import unique_stems
+from .errors import MissingFileError
+from .images import ImageReadError, list_images, load_image
+from .outputs import unique_stems
 
 if TYPE_CHECKING:
-    from ..alignment import AlignedFace
+    from .alignment import AlignedFace
 
 
 @dataclass
@@ -41,12 +47,36 @@ class Unit:
 Aligner = Callable[[Image.Image, str], list["AlignedFace"]]
 
 
-def find_items(inputs: list[str]) -> list[Item]:
+def find_items(inputs: list[str | Path]) -> list[Item]:
     """Expand inputs to image paths with unique output names (``a``, ``a_1``, ...), saying so."""
+    return items_for(image_paths(inputs))
+
+
+def image_paths(inputs: list[str | Path]) -> list[Path]:
+    """The image files of ``inputs`` (files, folders, globs); none is a :class:`MissingFileError`."""
     paths = list_images(inputs)
     if not paths:
-        raise FileNotFoundError(f"no images found in {' '.join(inputs)}")
-    return items_for(paths)
+        raise MissingFileError(f"no images found in {' '.join(map(str, inputs))}")
+    return paths
+
+
+def files_in(specs: Sequence[str | Path], suffix: str, what: str) -> list[Path]:
+    """The files of ``specs`` and the ``*suffix`` files of its folders (sorted, hidden ones skipped).
+
+    ``what`` names the files in the errors (``direction``, ``inversion``).
+    """
+    paths: list[Path] = []
+    for path in map(Path, specs):
+        if path.is_dir():
+            paths += sorted(p for p in path.iterdir() if p.suffix == suffix and not p.name.startswith(".")
+                            and p.is_file())
+        elif path.is_file():
+            paths.append(path)
+        else:
+            raise MissingFileError(f"{path}: no such {what} file or folder")
+    if not paths:
+        raise MissingFileError(f"no {what} files ({suffix}) found in {' '.join(map(str, specs))}")
+    return paths
 
 
 def items_for(paths: list[Path]) -> list[Item]:
@@ -59,7 +89,7 @@ def items_for(paths: list[Path]) -> list[Item]:
 
 def make_aligner(size: int, all_faces: bool) -> Aligner:
     """FFHQ alignment to ``size`` pixels: the largest face, or all faces largest first."""
-    from ..alignment import align_faces, landmarks
+    from .alignment import align_faces, landmarks
 
     landmarks.import_dlib()  # a missing dlib or model file is one message before any image
     landmarks.dlib_model_path(landmarks.LANDMARKS_68)
@@ -84,7 +114,7 @@ def _units(item: Item, align: Aligner | None) -> list[Unit]:
     picture = _read(item.path)
     if align is None:
         return [Unit(item.name, item.path, picture, stem=item.name)]
-    from ..alignment import NoFaceFoundError
+    from .alignment import NoFaceFoundError
 
     try:
         faces = align(picture, str(item.path))
@@ -128,7 +158,7 @@ def photos_in(batch: list[Unit]) -> int:
 
 def paste_faces(units: list[Unit], images: torch.Tensor) -> Image.Image:
     """Paste every face's result back into its (shared) photo."""
-    from ..alignment import paste_back
+    from .alignment import paste_back
 
     photo = units[0].photo
     for unit, image in zip(units, images):
