@@ -34,7 +34,7 @@ FORMAT_VERSION = "1"
 
 PREFIXES = {"encoder.": "encoder.", "decoder.": "generator.", "DIP.": "dipn.", "SAF.": "dicn."}
 
-# ARCHITECTURE.md §7: layers the authors' modules build but never call.
+# Layers the authors' modules build but never call (docs/architecture.md, "Checkpoint names").
 UNUSED_PREFIXES = (
     "DIP.stem_2.", "DIP.stem_4.", "DIP.spx.", "DIP.spx_2.", "DIP.spx_4.", "DIP.semantic.",
     "DIP.agg.", "SAF.aff1.", "SAF.conv1.", "SAF.aff2.", "SAF.aff1d.agg.",
@@ -155,7 +155,7 @@ def _is_unused(key: str) -> bool:
 
 
 def _rename(state: Mapping[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], list[str], list[str]]:
-    """Map the authors' prefixes to ours; return (tensors, dropped §7 keys, unknown keys)."""
+    """Map the authors' prefixes to ours; return (tensors, dropped never-used keys, unknown keys)."""
     tensors, dropped, unknown = {}, [], []
     for key, value in state.items():
         if _is_unused(key):
@@ -193,8 +193,7 @@ def infer_generator(state: Mapping[str, torch.Tensor], prefix: str) -> Generator
     multiplier = 2
     if size >= 128:
         # The last conv of the 128 block: channels(128) = 128 * multiplier.
-        block_128 = 7 - 3  # log2(128) - 3
-        key = f"{prefix}convs.{2 * block_128 + 1}.conv.weight"
+        key = f"{prefix}convs.{GeneratorConfig.conv_index(128, upsampling=False)}.conv.weight"
         conv = state.get(key)
         if conv is None or conv.ndim < 3:
             raise CheckpointError(f"the StyleGAN2 generator under '{prefix}' has no {key} (a missing or damaged layer)")

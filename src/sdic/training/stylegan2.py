@@ -146,9 +146,7 @@ class StyleGAN2Stage:
         return broadcast_latents(self.generator.mapping(z), n_latent)
 
     def noise(self, global_batch: int) -> list[torch.Tensor]:
-        rnd, ctx = self.env.random, self.env.ctx
-        return [ctx.shard(rnd.normal(global_batch, 1, n.shape[-2], n.shape[-1]))
-                for n in self.generator.fixed_noise()]
+        return self.env.generator_noise(self.model.generator, global_batch)
 
     def fake(self, global_batch: int, return_latents: bool = False):
         w = self.latents(global_batch)
