@@ -102,7 +102,7 @@ def join_key(where: str, key: Any) -> str:
 
 
 def _suggestion(where: str, key: str, names: list[str]) -> str:
-    close = difflib.get_close_matches(key, names, n=1)
+    close = difflib.get_close_matches(key, names, n=1) or [n for n in names if n.startswith(key)][:1]
     if close:
         return f" (did you mean {join_key(where, close[0])!r}?)"
     return f" (known keys{' of ' + repr(where) if where else ''}: {', '.join(names)})"

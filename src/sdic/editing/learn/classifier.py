@@ -42,6 +42,9 @@ DEFAULT_ATTRIBUTES = (
 )
 Kind = Literal["binary", "category", "number"]
 KINDS: tuple[str, ...] = get_args(Kind)
+# The batch order and augmentation stream is seeded with settings.seed + this (the initial
+# weights and the train/validation split use settings.seed itself).
+AUGMENT_SEED_OFFSET = 1
 
 
 # ------------------------------------------------------------------ configuration
@@ -362,7 +365,7 @@ def train_classifier(
     optimizer = torch.optim.AdamW(model.parameters(), lr=settings.lr, weight_decay=settings.weight_decay)
     schedule = torch.optim.lr_scheduler.OneCycleLR(
         optimizer, max_lr=settings.lr, total_steps=settings.epochs * steps_per_epoch, pct_start=0.15)
-    g = torch.Generator().manual_seed(settings.seed + 1)
+    g = torch.Generator().manual_seed(settings.seed + AUGMENT_SEED_OFFSET)
     start = time.time()
     for epoch in range(settings.epochs):
         model.train()
