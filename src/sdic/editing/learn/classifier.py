@@ -449,7 +449,7 @@ def summary_line(metrics: dict[str, dict[str, float]]) -> str:
     return "  ".join(parts)
 
 
-def build_config(dataset: str | Path, names: Sequence[str] = DEFAULT_ATTRIBUTES, size: int = 64,
+def build_config(dataset: str | Path, names: Sequence[str] = DEFAULT_ATTRIBUTES, size: int = ClassifierConfig.input_size,
                  **architecture: Any) -> ClassifierConfig:
     """Classifier configuration for a dataset's label columns (``architecture``: other fields)."""
     files, labels = read_labels(dataset)
