@@ -80,7 +80,7 @@ def stand_ins(folder: Path, model) -> tuple[Path, Path]:
     """(stylegan2.safetensors, e4e.safetensors) with seeded random weights for ``model`` (an SDICConfig)."""
     import torch
 
-    from sdic.checkpoints import save_model
+    from sdic.checkpoints import Kind, save_model
     from sdic.networks import Encoder4Editing, Generator
     from sdic.training.e4e import InversionExport
     from sdic.training.stylegan2 import GeneratorExport
@@ -91,9 +91,9 @@ def stand_ins(folder: Path, model) -> tuple[Path, Path]:
     latent_avg = generator.mean_latent(1024).expand(model.n_latent, -1).clone()
     encoder = Encoder4Editing(model.encoder, model.n_latent, model.generator.style_dim)
     g_path = save_model(GeneratorExport(generator, latent_avg), folder / "stylegan2.safetensors", model,
-                        kind="stylegan2")
+                        kind=Kind.STYLEGAN2)
     e_path = save_model(InversionExport(encoder, generator, latent_avg), folder / "e4e.safetensors", model,
-                        kind="e4e")
+                        kind=Kind.E4E)
     return Path(g_path), Path(e_path)
 
 

@@ -15,7 +15,7 @@ import dataclasses
 import shutil
 from pathlib import Path
 
-from sdic.checkpoints import read_native, save_model
+from sdic.checkpoints import Kind, read_native, save_model
 
 PACKAGE_DATA = Path(__file__).resolve().parents[1] / "src" / "sdic" / "data"
 
@@ -23,7 +23,7 @@ PACKAGE_DATA = Path(__file__).resolve().parents[1] / "src" / "sdic" / "data"
 def package(model_file: Path, directions: Path, name: str, direction_set: str, data: Path = PACKAGE_DATA) -> Path:
     """Copy the directions, then write the model with ``config.directions = direction_set``."""
     checkpoint = read_native(model_file)
-    if checkpoint.kind != "sdic":
+    if checkpoint.kind != Kind.SDIC:
         raise SystemExit(f"{model_file}: a {checkpoint.kind} file, not an SDIC model")
     files = sorted(directions.glob("*.safetensors"))
     if not files:

@@ -34,11 +34,10 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ..checkpoints import save_model
+from ..checkpoints import Kind, save_layout, save_tensors
 from ..config import SDICConfig
 from ..networks import Generator
 from . import losses
-from .checkpointing import atomic_torch_save
 from .config import StyleGAN2Config, model_spec, resolve_model
 from .data import ImageFolder
 from .diffaugment import diff_augment, parse_policy
@@ -56,7 +55,7 @@ FID_SEED = 4321
 
 
 class GeneratorExport(nn.Module):
-    """The tensors of a ``stylegan2`` file in our format: ``generator.*`` and ``latent_avg``."""
+    """The tensors of a ``stylegan2`` export, ``generator.*`` (g_ema) and ``latent_avg`` (our names)."""
 
     def __init__(self, generator: Generator, latent_avg: torch.Tensor) -> None:
         super().__init__()
@@ -285,16 +284,13 @@ class StyleGAN2Stage:
 
     def export(self, folder: Path) -> list[Path]:
         folder = Path(folder)
-        latent_avg = self.g_ema.mean_latent(self.config.latent_avg_samples)[0].cpu()
+        latent_avg = self.g_ema.mean_latent(self.config.latent_avg_samples)[0]
+        tensors = GeneratorExport(self.g_ema, latent_avg.expand(self.model.n_latent, -1).clone()).state_dict()
         cpu = lambda m: {k: v.detach().cpu().clone() for k, v in m.state_dict().items()}  # noqa: E731
-        rosinality = {"g_ema": cpu(self.g_ema), "g": cpu(self.generator), "d": cpu(self.discriminator),
-                      "latent_avg": latent_avg, "sdic_config": self.model.to_json()}
-        pt = atomic_torch_save(rosinality, folder / "stylegan2.pt")
-        n_latent = self.model.n_latent
-        export = GeneratorExport(copy.deepcopy(self.g_ema).cpu(), latent_avg.expand(n_latent, -1).clone())
-        native = save_model(export, folder / "stylegan2.safetensors", self.model, kind="stylegan2")
+        pt = save_layout(folder / "stylegan2.pt", Kind.STYLEGAN2, tensors, self.model,
+                         extra={"g": cpu(self.generator), "d": cpu(self.discriminator)})
+        native = save_tensors(tensors, folder / "stylegan2.safetensors", self.model, kind=Kind.STYLEGAN2)
         return [pt, native]
-
 
 def projected_input_size(config: StyleGAN2Config, resolution: int) -> int:
     """The backbone input size: ``projected_size``, or twice the resolution and at least 128."""
