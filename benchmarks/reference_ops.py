@@ -15,7 +15,7 @@ tests, not part of the product. It mirrors the authors' code path op by op
   after another, NCHW, no folding.
 
 It reads every weight from an :class:`sdic.SDICModel` (sharing its tensors, so
-no extra memory) and computes ARCHITECTURE.md §6 independently of the model's
+no extra memory) and computes the inversion of docs/architecture.md independently of the model's
 own forward code.
 """
 
@@ -307,7 +307,7 @@ class ReferenceSDIC:
     # --------------------------------------------------------------- pipeline
     @torch.no_grad()
     def invert(self, x):
-        """ARCHITECTURE.md §6 inversion of a [B, 3, S, S] face canvas; returns a dict."""
+        """The inversion (docs/architecture.md) of a [B, 3, S, S] face canvas; returns a dict."""
         codes = self.encoder(x) + self.p["latent_avg"]
         initial, tap = self.generator(codes)
         size = self.config.input_size

@@ -35,7 +35,7 @@ def test_manifest_tensors_are_all_used_or_explicitly_dropped(manifest):
 
     tensors, dropped, unknown = _rename({k: torch.empty(0) for k in keys})
     assert unknown == []
-    # Exactly the never-used layers of ARCHITECTURE.md §7 are dropped.
+    # Exactly the never-used layers (docs/architecture.md, "Checkpoint names") are dropped.
     assert all(k.startswith(UNUSED_PREFIXES) for k in dropped)
     assert {p for p in UNUSED_PREFIXES if any(k.startswith(p) for k in dropped)} == set(UNUSED_PREFIXES)
     entries = read_manifest(REFERENCE / manifest)["tensors"]

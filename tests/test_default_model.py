@@ -54,7 +54,7 @@ def test_sdic_beats_its_own_e4e_on_the_sample_faces(model, faces):
 
 def test_a_learned_edit_changes_the_face_more_than_factor_zero(model, faces):
     # Factor 0 is close to, not equal to, the inversion: the edit takes the tap of G(W'),
-    # the inversion's G7 is the tap of G(W) (ARCHITECTURE.md section 6).
+    # the inversion's G7 is the tap of G(W) (docs/architecture.md, inversion and editing).
     inv = model.invert(faces[:2])
     unchanged = float(mse(model.edit(inv, "female", 0.0).image, inv.image).mean())
     edited = float(mse(model.edit(inv, "female", 1.5).image, inv.image).mean())

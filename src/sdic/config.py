@@ -2,25 +2,31 @@
 
 The authors' faces and cars models are two presets of :class:`SDICConfig`;
 small presets for tests and CPU training come from the same code. Every
-derived number (latent count, tap block, pyramid sizes) is a property here,
-never a literal in the networks.
+derived number (latent count, tap block, noise and block resolutions, pyramid
+sizes) is a property here, never a literal in the networks. Dicts and JSON
+become configurations through :mod:`sdic.config_builder` (checked types, key
+paths in errors), the builder the training and classifier configurations use too.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import json
+import difflib
 import math
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
-from .errors import InputError
+from . import config_builder
+from .errors import ConfigError
+
+# The first synthesis block after the 4x4 input upsamples to 8x8 = 2**FIRST_BLOCK_LOG.
+FIRST_BLOCK_LOG = 3
+
 
 
 def _log2(value: int, what: str) -> int:
-    exponent = int(round(math.log2(value)))
+    exponent = int(round(math.log2(value))) if value > 0 else 0
     if value <= 0 or 2**exponent != value:
-        raise ValueError(f"{what} must be a power of two, got {value}")
+        raise ConfigError(f"{what} must be a power of two, got {value}")
     return exponent
 
 
@@ -49,6 +55,26 @@ class GeneratorConfig:
     def num_noise_layers(self) -> int:
         return 2 * (self.log_size - 2) + 1
 
+    @property
+    def noise_resolutions(self) -> tuple[int, ...]:
+        """Side of each noise map: 4 for the input conv, then two per block (8, 8, 16, 16, ...)."""
+        return tuple(2 ** ((i + 5) // 2) for i in range(self.num_noise_layers))
+
+    @property
+    def block_resolutions(self) -> tuple[int, ...]:
+        """Output side of each synthesis block j (8, 16, ..., size)."""
+        return tuple(2**log_res for log_res in range(FIRST_BLOCK_LOG, self.log_size + 1))
+
+    @staticmethod
+    def block_index(resolution: int) -> int:
+        """Index j of the synthesis block that upsamples to ``resolution`` (3 for 64, 4 for 128)."""
+        return _log2(resolution, "block resolution") - FIRST_BLOCK_LOG
+
+    @staticmethod
+    def conv_index(resolution: int, upsampling: bool) -> int:
+        """Index in ``convs`` of the upsampling (first) or the second conv of that block."""
+        return 2 * GeneratorConfig.block_index(resolution) + (0 if upsampling else 1)
+
     def channels(self, resolution: int) -> int:
         """Feature channels at a resolution (512 up to 64 for the authors' models)."""
         if resolution <= 32:
@@ -69,7 +95,7 @@ class EncoderConfig:
 
     def __post_init__(self) -> None:
         if len(self.stage_units) != 4 or len(self.stage_channels) != 4:
-            raise ValueError("the encoder body has exactly four stages")
+            raise ConfigError("the encoder body has exactly four stages")
 
     @property
     def tap_units(self) -> tuple[int, int, int]:
@@ -121,7 +147,7 @@ class SDICConfig:
     dipn: DIPNConfig = field(default_factory=DIPNConfig)
     dicn: DICNConfig = field(default_factory=DICNConfig)
     tap_resolution: int = 64
-    domain: str = "faces"  # "faces" or "cars": input framing and output crop
+    domain: Literal["faces", "cars"] = "faces"  # input framing and output crop
     # Bundled named edit directions: "ffhq", "cars" (the published ones), or a folder name under
     # sdic/data/directions holding <name>.safetensors files; "" for none.
     directions: str = ""
@@ -131,15 +157,15 @@ class SDICConfig:
     def __post_init__(self) -> None:
         tap_log = _log2(self.tap_resolution, "tap resolution")
         if not 3 <= tap_log < self.generator.log_size:
-            raise ValueError(
+            raise ConfigError(
                 f"tap resolution {self.tap_resolution} must lie between 8 and "
                 f"{self.generator.size // 2}"
             )
         input_log = _log2(self.encoder.input_size, "encoder input size")
         if input_log <= tap_log:
-            raise ValueError("the encoder input must be larger than the tap resolution")
+            raise ConfigError("the encoder input must be larger than the tap resolution")
         if (self.dicn.shift_channels * self.tap_resolution**2) % self.generator.style_dim:
-            raise ValueError(
+            raise ConfigError(
                 "dicn.shift_channels * tap_resolution^2 must be a multiple of style_dim"
             )
 
@@ -154,7 +180,7 @@ class SDICConfig:
     @property
     def tap_block(self) -> int:
         """Index j of the synthesis block whose upsampling conv is the tap (3 for 64)."""
-        return _log2(self.tap_resolution, "tap resolution") - 3
+        return GeneratorConfig.block_index(self.tap_resolution)
 
     @property
     def tap_latent_index(self) -> int:
@@ -176,44 +202,19 @@ class SDICConfig:
         return self.dicn.shift_channels * self.tap_resolution**2 // self.generator.style_dim
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        return config_builder.to_plain(self)
 
     def to_json(self) -> str:
-        return json.dumps(self.to_dict(), sort_keys=True)
+        return config_builder.to_json(self)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> SDICConfig:
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = set(data) - known
-        if unknown:
-            raise ValueError(f"unknown SDIC config fields: {sorted(unknown)}")
-        parts = {
-            "generator": GeneratorConfig,
-            "encoder": EncoderConfig,
-            "dipn": DIPNConfig,
-            "dicn": DICNConfig,
-        }
-        kwargs: dict[str, Any] = {}
-        for key, value in data.items():
-            if key in parts:
-                kwargs[key] = _build_dataclass(parts[key], value)
-            elif key == "content_rows" and value is not None:
-                kwargs[key] = tuple(value)
-            else:
-                kwargs[key] = value
-        return cls(**kwargs)
+        """A configuration from (partial) plain data; missing keys keep the defaults."""
+        return config_builder.build(cls, data)
 
     @classmethod
     def from_json(cls, text: str) -> SDICConfig:
-        return cls.from_dict(json.loads(text))
-
-
-def _build_dataclass(cls: type, data: dict[str, Any]) -> Any:
-    names = {f.name: f for f in dataclasses.fields(cls)}
-    unknown = set(data) - set(names)
-    if unknown:
-        raise ValueError(f"unknown {cls.__name__} fields: {sorted(unknown)}")
-    return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in data.items()})
+        return config_builder.from_json(cls, text)
 
 
 def ffhq() -> SDICConfig:
@@ -259,7 +260,8 @@ PRESETS = {"ffhq": ffhq, "cars": cars, "tiny": tiny}
 
 def preset(name: str) -> SDICConfig:
     """Look up a preset by name (``ffhq``, ``cars``, ``tiny``)."""
-    try:
-        return PRESETS[name]()
-    except KeyError:
-        raise InputError(f"unknown preset {name!r}; choose one of {sorted(PRESETS)}") from None
+    if name not in PRESETS:
+        close = difflib.get_close_matches(name, list(PRESETS), n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        raise ConfigError(f"unknown preset {name!r}{hint}; choose one of {', '.join(sorted(PRESETS))}")
+    return PRESETS[name]()

@@ -30,3 +30,7 @@ class MissingDependencyError(SDICError, ImportError):
 
 class OutputError(SDICError, OSError):
     """An output could not be written (not a folder, not writable, disk full)."""
+
+
+class ConfigError(SDICError, ValueError):
+    """A configuration key or value is invalid (YAML files, overrides, stored configurations)."""

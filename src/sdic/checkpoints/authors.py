@@ -82,8 +82,7 @@ def infer_generator(state: Mapping[str, torch.Tensor], prefix: str) -> Generator
     multiplier = 2
     if size >= 128:
         # The last conv of the 128 block: channels(128) = 128 * multiplier.
-        block_128 = 7 - 3  # log2(128) - 3
-        key = f"{prefix}convs.{2 * block_128 + 1}.conv.weight"
+        key = f"{prefix}convs.{GeneratorConfig.conv_index(128, upsampling=False)}.conv.weight"
         conv = state.get(key)
         if conv is None or conv.ndim < 3:
             raise CheckpointError(f"the StyleGAN2 generator under '{prefix}' has no {key} (a missing or damaged layer)")

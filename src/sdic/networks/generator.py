@@ -7,7 +7,6 @@ block, 64x64 for the authors' models) so that SDIC can read the tap feature
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import torch
@@ -168,18 +167,17 @@ class Generator(UsesExecution, nn.Module):
         self.convs = nn.ModuleList()
         self.to_rgbs = nn.ModuleList()
         in_ch = config.channels(4)
-        for log_res in range(3, config.log_size + 1):
-            out_ch = config.channels(2**log_res)
+        for resolution in config.block_resolutions:
+            out_ch = config.channels(resolution)
             self.convs.append(StyledConv(in_ch, out_ch, style_dim, upsample=True))
             self.convs.append(StyledConv(out_ch, out_ch, style_dim))
             self.to_rgbs.append(ToRGB(out_ch, style_dim))
             in_ch = out_ch
         self.noises = nn.Module()
-        for i in range(config.num_noise_layers):
-            res = 2 ** ((i + 5) // 2)
+        for i, res in enumerate(config.noise_resolutions):
             self.noises.register_buffer(f"noise_{i}", torch.randn(1, 1, res, res))
         tap = tap_resolution if tap_resolution is not None else config.size // 2
-        self.tap_block = int(math.log2(tap)) - 3
+        self.tap_block = config.block_index(tap)
 
     @property
     def n_latent(self) -> int:
@@ -187,11 +185,6 @@ class Generator(UsesExecution, nn.Module):
 
     def fixed_noise(self) -> list[torch.Tensor]:
         return [getattr(self.noises, f"noise_{i}") for i in range(self.config.num_noise_layers)]
-
-    def random_noise(self, batch: int, generator: torch.Generator | None = None) -> list[torch.Tensor]:
-        device = self.input.input.device
-        return [torch.randn(batch, 1, n.shape[-2], n.shape[-1], device=device, generator=generator)
-                for n in self.fixed_noise()]
 
     def mapping(self, z: torch.Tensor) -> torch.Tensor:
         """Map z [B, style_dim] to w [B, style_dim]."""

@@ -3,10 +3,12 @@
 One dataclass per stage (:class:`StyleGAN2Config`, :class:`E4EConfig`,
 :class:`SDICTrainConfig`), built from nested parts shared by all stages
 (:class:`RunConfig`, :class:`DataConfig`, :class:`OptimConfig`,
-:class:`ReconstructionLossConfig`). Values are coerced to the declared types
-(so ``run.steps=1000`` or ``optim.lr=1e-3`` on the command line work), unknown
-keys are errors with a suggestion, and :func:`to_plain` gives the dict that is
-written into every checkpoint, from which :func:`build` rebuilds the same run.
+:class:`ReconstructionLossConfig`). :mod:`sdic.config_builder` turns the YAML
+file and the ``key=value`` overrides into them: values are coerced to the
+declared types (so ``run.steps=1e3`` or ``optim.lr=1e-3`` on the command line
+work), choices are ``Literal`` types, unknown keys are errors with a
+suggestion, and :func:`to_plain` gives the dict that is written into every
+checkpoint, from which :func:`build` rebuilds the same run.
 
 The network sizes are an :class:`sdic.config.SDICConfig`, given as ``model``:
 a preset name (``tiny``, ``ffhq``, ``cars``) or a mapping with an optional
@@ -16,16 +18,14 @@ the configuration stored in the starting checkpoint (see :func:`resolve_model`).
 
 from __future__ import annotations
 
-import dataclasses
-import difflib
-import types
-import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Union
+from typing import Any, Literal
 
+from .. import config_builder
 from ..config import SDICConfig, preset
-from ..errors import MissingFileError, SDICError
+from ..config_builder import to_plain
+from ..errors import ConfigError, MissingFileError
 
 STAGES = ("stylegan2", "e4e", "sdic")
 
@@ -40,7 +40,7 @@ class RunConfig:
     batch_size: int = 8  # per process; the global batch is batch_size * world size
     seed: int = 0
     device: str = "auto"  # auto (cuda if available), cpu, cuda, cuda:N (under torchrun: cuda:LOCAL_RANK)
-    precision: str = "fp32"  # fp32 | bf16 | fp16 (fp16 only on CUDA, with a gradient scaler)
+    precision: Literal["fp32", "bf16", "fp16"] = "fp32"  # fp16 only on CUDA, with a gradient scaler
     channels_last: bool = False  # channels-last memory format (a GPU speed option)
     threads: int = 0  # torch CPU threads per process; 0 = torch's default
     log_every: int = 50  # scalars (mean since the last log) to TensorBoard/metrics.jsonl
@@ -71,7 +71,7 @@ class DataConfig:
 class OptimConfig:
     """An optimiser: ``adam`` or ``ranger`` (RAdam + Lookahead + gradient centralisation)."""
 
-    name: str = "adam"
+    name: Literal["adam", "ranger"] = "adam"
     lr: float = 1e-3
     betas: tuple[float, float] = (0.9, 0.999)
     eps: float = 1e-8
@@ -79,7 +79,7 @@ class OptimConfig:
     lookahead_k: int = 6  # ranger only
     lookahead_alpha: float = 0.5  # ranger only
     gradient_centralization: bool = True  # ranger only
-    schedule: str = "constant"  # constant | cosine (to 0 at run.steps)
+    schedule: Literal["constant", "cosine"] = "constant"  # cosine: to 0 at run.steps
     warmup_steps: int = 0  # linear warm-up from 0
 
 
@@ -126,7 +126,7 @@ class StyleGAN2Config:
     ema_rampup: float | None = None  # half-life <= ema_rampup x images seen (StyleGAN2-ADA uses 0.05)
     stddev_group: int = 4  # minibatch-stddev group (must divide the per-process batch)
     d_channel_multiplier: int = 0  # 0: the generator's
-    discriminator: str = "standard"  # standard (StyleGAN2's) | projected (Projected GAN: pretrained features)
+    discriminator: Literal["standard", "projected"] = "standard"  # StyleGAN2's | Projected GAN's (pretrained features)
     projected_size: int = 0  # projected: backbone input size (0: twice the generator size, at least 128)
     projected_channels: int = 64  # projected: CCM channels of the first scale (doubling per scale)
     projected_width: int = 128  # projected: channels of the per-scale discriminators
@@ -159,7 +159,7 @@ class E4EConfig:
     r1_every: int = 16
     w_pool: int = 50  # history pool of real/fake codes for the latent discriminator (0 = off)
     latent_avg_samples: int = 10_000
-    noise: str = "random"  # random | fixed generator noise during training
+    noise: Literal["random", "fixed"] = "random"  # generator noise during training
     sync_batchnorm: bool = True  # under DDP, BN statistics over the global batch
 
 
@@ -180,134 +180,12 @@ class SDICTrainConfig:
     compensation_latent: float = 0.2  # its mse(W', W) share
     discrepancy: float = 0.0  # direct loss on D vs photo - clamp(e4e reconstruction)
     sync_batchnorm: bool = True  # under DDP, BN statistics over the global batch
-    noise: str = "random"  # random | fixed generator noise during training
+    noise: Literal["random", "fixed"] = "random"  # generator noise during training
     val_metrics: tuple[str, ...] = ("mse", "lpips_alex")  # names from `sdic evaluate`
 
 
 CONFIG_CLASSES: dict[str, type] = {"stylegan2": StyleGAN2Config, "e4e": E4EConfig, "sdic": SDICTrainConfig}
 TrainConfig = StyleGAN2Config | E4EConfig | SDICTrainConfig
-
-
-# ------------------------------------------------------------- building
-class ConfigError(SDICError, ValueError):
-    """A configuration value or key is invalid."""
-
-
-def _type_name(tp: Any) -> str:
-    return getattr(tp, "__name__", str(tp))
-
-
-def _coerce(value: Any, tp: Any, where: str) -> Any:
-    """Convert ``value`` (from YAML or the command line) to the declared type ``tp``."""
-    origin = typing.get_origin(tp)
-    if origin in (Union, types.UnionType):
-        options = typing.get_args(tp)
-        if value is None and type(None) in options:
-            return None
-        errors = []
-        for option in options:
-            if option is type(None):
-                continue
-            try:
-                return _coerce(value, option, where)
-            except ConfigError as error:
-                errors.append(str(error))
-        raise ConfigError(errors[0] if errors else f"{where}: invalid value {value!r}")
-    if dataclasses.is_dataclass(tp):
-        if isinstance(value, tp):
-            return value
-        if not isinstance(value, dict):
-            raise ConfigError(f"{where}: expected a mapping, got {value!r}")
-        return build_dataclass(tp, value, where)
-    if origin is tuple:
-        args = typing.get_args(tp)
-        if isinstance(value, str):
-            value = [v.strip() for v in value.split(",") if v.strip()]
-        if not isinstance(value, (list, tuple)):
-            raise ConfigError(f"{where}: expected a list, got {value!r}")
-        if len(args) == 2 and args[1] is Ellipsis:
-            return tuple(_coerce(v, args[0], where) for v in value)
-        if len(args) != len(value):
-            raise ConfigError(f"{where}: expected {len(args)} values, got {len(value)}")
-        return tuple(_coerce(v, a, where) for v, a in zip(value, args))
-    if origin is dict or tp is dict:
-        if not isinstance(value, dict):
-            raise ConfigError(f"{where}: expected a mapping, got {value!r}")
-        return dict(value)
-    if tp is Any:
-        return value
-    if tp is bool:
-        if isinstance(value, bool):
-            return value
-        if isinstance(value, str) and value.lower() in ("true", "yes", "on", "1", "false", "no", "off", "0"):
-            return value.lower() in ("true", "yes", "on", "1")
-        raise ConfigError(f"{where}: expected true/false, got {value!r}")
-    if tp in (int, float):
-        if isinstance(value, bool):
-            raise ConfigError(f"{where}: expected a number, got {value!r}")
-        try:
-            number = float(value) if tp is float else int(value)
-        except (TypeError, ValueError):
-            try:  # "1e4" for an int
-                as_float = float(value)
-            except (TypeError, ValueError):
-                raise ConfigError(f"{where}: expected {_type_name(tp)}, got {value!r}") from None
-            if tp is int and as_float.is_integer():
-                return int(as_float)
-            raise ConfigError(f"{where}: expected {_type_name(tp)}, got {value!r}") from None
-        if tp is int and isinstance(value, float) and not value.is_integer():
-            raise ConfigError(f"{where}: expected an integer, got {value!r}")
-        return number
-    if tp is str:
-        if value is None:
-            return ""
-        if isinstance(value, (dict, list)):
-            raise ConfigError(f"{where}: expected a string, got {value!r}")
-        return str(value)
-    return value
-
-
-def build_dataclass(cls: type, data: dict, where: str = "", base: Any = None) -> Any:
-    """``cls`` from a (partial) mapping over ``base`` (default: ``cls()``, i.e. its defaults).
-
-    Nested dataclass fields are merged the same way onto the base's value, so a
-    partial ``run:`` section keeps the stage's own defaults for the other keys.
-    """
-    hints = typing.get_type_hints(cls)
-    names = [f.name for f in dataclasses.fields(cls) if f.init]
-    try:
-        base = base if base is not None else cls()
-    except (TypeError, ValueError) as error:
-        raise ConfigError(f"{where or cls.__name__}: {error}") from None
-    kwargs = {}
-    for key, value in data.items():
-        path = f"{where}.{key}" if where else str(key)
-        if key not in names:
-            close = difflib.get_close_matches(str(key), names, n=1)
-            hint = f" (did you mean {'.'.join(filter(None, [where, close[0]]))!r}?)" if close else ""
-            raise ConfigError(f"unknown configuration key {path!r}{hint}")
-        current = getattr(base, key)
-        if dataclasses.is_dataclass(hints[key]) and isinstance(value, dict):
-            kwargs[key] = build_dataclass(hints[key], value, path, base=current)
-        else:
-            kwargs[key] = _coerce(value, hints[key], path)
-    try:
-        return dataclasses.replace(base, **kwargs)
-    except (TypeError, ValueError) as error:
-        raise ConfigError(f"{where or cls.__name__}: {error}") from None
-
-
-def to_plain(obj: Any) -> Any:
-    """Dataclasses, tuples and paths to plain dicts/lists/scalars (YAML- and checkpoint-safe)."""
-    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
-        return {f.name: to_plain(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
-    if isinstance(obj, dict):
-        return {str(k): to_plain(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [to_plain(v) for v in obj]
-    if isinstance(obj, Path):
-        return str(obj)
-    return obj
 
 
 # ------------------------------------------------------- files, overrides
@@ -386,7 +264,7 @@ def build(stage: str, data: dict) -> TrainConfig:
     data.pop("stage", None)
     if isinstance(data.get("model"), str):
         data["model"] = {"preset": data["model"]}
-    config = build_dataclass(CONFIG_CLASSES[stage], data)
+    config = config_builder.build(CONFIG_CLASSES[stage], data)
     validate(config)
     return config
 
@@ -401,25 +279,15 @@ def validate(config: TrainConfig) -> None:
     run = config.run
     if run.steps < 0 or run.batch_size < 1:
         raise ConfigError("run.steps must be >= 0 and run.batch_size >= 1")
-    if run.precision not in ("fp32", "bf16", "fp16"):
-        raise ConfigError(f"run.precision must be fp32, bf16 or fp16, got {run.precision!r}")
     for name in ("log_every", "checkpoint_every"):
         if getattr(run, name) < 1:
             raise ConfigError(f"run.{name} must be at least 1")
-    for optim in _optims(config):
-        if optim.name not in ("adam", "ranger"):
-            raise ConfigError(f"optimiser must be adam or ranger, got {optim.name!r}")
-        if optim.schedule not in ("constant", "cosine"):
-            raise ConfigError(f"schedule must be constant or cosine, got {optim.schedule!r}")
     if isinstance(config, StyleGAN2Config):
         if run.batch_size % min(run.batch_size, config.stddev_group):
             raise ConfigError("stddev_group must divide run.batch_size")
         if config.path_reg > 0 and run.batch_size // config.path_batch_shrink < 1:
             raise ConfigError("run.batch_size // path_batch_shrink must be at least 1")
         _validate_discriminator(config)
-    if isinstance(config, (E4EConfig, SDICTrainConfig)):
-        if config.noise not in ("random", "fixed"):
-            raise ConfigError(f"noise must be random or fixed, got {config.noise!r}")
     if isinstance(config, E4EConfig) and not config.generator:
         raise ConfigError("e4e training needs `generator:` (a StyleGAN2 checkpoint)")
     if isinstance(config, SDICTrainConfig) and not config.e4e:
@@ -429,8 +297,6 @@ def validate(config: TrainConfig) -> None:
 def _validate_discriminator(config: StyleGAN2Config) -> None:
     from .diffaugment import parse_policy
 
-    if config.discriminator not in ("standard", "projected"):
-        raise ConfigError(f"discriminator must be standard or projected, got {config.discriminator!r}")
     if config.projected_size < 0 or config.projected_channels < 1 or config.projected_width < 1:
         raise ConfigError("projected_size must be >= 0, projected_channels and projected_width >= 1")
     try:
@@ -441,22 +307,7 @@ def _validate_discriminator(config: StyleGAN2Config) -> None:
         raise ConfigError(f"diffaugment_strength must be in [0, 1], got {config.diffaugment_strength}")
 
 
-def _optims(config: TrainConfig) -> list[OptimConfig]:
-    return [getattr(config, f.name) for f in dataclasses.fields(config)
-            if isinstance(getattr(config, f.name), OptimConfig)]
-
-
 # ------------------------------------------------------------------ model
-def _deep_merge(base: dict, changes: dict) -> dict:
-    out = dict(base)
-    for key, value in changes.items():
-        if isinstance(value, dict) and isinstance(out.get(key), dict):
-            out[key] = _deep_merge(out[key], value)
-        else:
-            out[key] = value
-    return out
-
-
 def resolve_model(spec: dict, base: SDICConfig | None = None) -> SDICConfig:
     """The model configuration: ``spec`` (changes, optionally on a ``preset``) over ``base``.
 
@@ -469,8 +320,7 @@ def resolve_model(spec: dict, base: SDICConfig | None = None) -> SDICConfig:
         start = preset(str(name))
     else:
         start = base if base is not None else SDICConfig()
-    merged = _deep_merge(to_plain(start), spec)
-    return build_dataclass(SDICConfig, merged, "model")
+    return config_builder.build(SDICConfig, spec, "model", base=start)
 
 
 def model_spec(config: SDICConfig) -> dict:

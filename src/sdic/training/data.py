@@ -118,6 +118,14 @@ class ImageFolder(Dataset):
         raise NoReadableImageError(f"none of the {len(self.files)} images of {self.name} can be read{detail}")
 
 
+# Seed of an epoch's flips: seed * FLIP_SEED_STRIDE + epoch + FLIP_SEED_OFFSET (primes: every
+# (seed, epoch) pair of a run gets its own stream, none equal to the shuffling seed's).
+FLIP_SEED_STRIDE = 1_000_003
+FLIP_SEED_OFFSET = 7919
+# Seed of the DataLoader's own generator (its workers' base seed; the order comes from the sampler).
+LOADER_SEED = 0
+
+
 class FlipSampler(DistributedSampler):
     """``DistributedSampler`` that also draws each image's flip and can start mid-epoch.
 
@@ -133,7 +141,7 @@ class FlipSampler(DistributedSampler):
         self.start = 0  # samples of this process to skip at the beginning of the epoch
 
     def flips(self) -> torch.Tensor:
-        g = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch + 7919)
+        g = torch.Generator().manual_seed(self.seed * FLIP_SEED_STRIDE + self.epoch + FLIP_SEED_OFFSET)
         return torch.rand(len(self.dataset), generator=g) < 0.5
 
     def __iter__(self) -> Iterator[tuple[int, bool]]:
@@ -179,7 +187,7 @@ class BatchStream:
         loader = DataLoader(
             self.dataset, batch_size=self.batch_size, sampler=self.sampler, drop_last=True,
             num_workers=self.workers, pin_memory=self.ctx.device.type == "cuda",
-            generator=torch.Generator().manual_seed(0),  # keeps the global RNG untouched
+            generator=torch.Generator().manual_seed(LOADER_SEED),  # keeps the global RNG untouched
         )
         self._iterator = iter(loader)
 

@@ -167,9 +167,7 @@ class E4EStage:
     def noise(self) -> list[torch.Tensor] | None:
         if self.config.noise == "fixed":
             return None
-        rnd, ctx = self.env.random, self.env.ctx
-        return [ctx.shard(rnd.normal(self.global_batch, 1, n.shape[-2], n.shape[-1]))
-                for n in self.generator.fixed_noise()]
+        return self.env.generator_noise(self.model.generator, self.global_batch)
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:
         return self.encoder(encoder_view(x, self.model)) + self.latent_avg

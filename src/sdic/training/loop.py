@@ -32,6 +32,7 @@ from typing import Any, Protocol
 import torch
 from torch import nn
 
+from ..config import GeneratorConfig
 from ..devices import warn_if_slow_bf16
 from ..errors import SDICError
 from . import checkpointing, distributed
@@ -125,6 +126,11 @@ class StageEnv:
         if self.channels_last:
             to_channels_last(module)
         return module
+
+    def generator_noise(self, config: GeneratorConfig, global_batch: int) -> list[torch.Tensor]:
+        """Fresh noise maps for every noise layer of a generator: drawn for the global batch,
+        this process's rows."""
+        return [self.ctx.shard(self.random.normal(global_batch, 1, side, side)) for side in config.noise_resolutions]
 
     def batch(self, images: torch.Tensor) -> torch.Tensor:
         # the default dtype: float32 normally (float64 in numerical equivalence tests)

@@ -1,6 +1,6 @@
 """SDIC training (Zhang et al., AAAI 2024): DIPN and DICN on a frozen e4e encoder and generator.
 
-Per step, with ``inv = SDICModel(x)`` (ARCHITECTURE.md §6; random generator
+Per step, with ``inv = SDICModel(x)`` (the inversion of docs/architecture.md; random generator
 noise by default, the same draw for both generator passes):
 
     y_hat = avgpool(inv.image, input size)
@@ -114,9 +114,7 @@ class SDICStage:
     def noise(self) -> list[torch.Tensor] | None:
         if self.config.noise == "fixed":
             return None
-        rnd, ctx = self.env.random, self.env.ctx
-        return [ctx.shard(rnd.normal(self.global_batch, 1, n.shape[-2], n.shape[-1]))
-                for n in self.net.generator.fixed_noise()]
+        return self.env.generator_noise(self.model.generator, self.global_batch)
 
     def objective(self, x: torch.Tensor, inv: Inversion) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         cfg = self.config

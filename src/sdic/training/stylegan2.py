@@ -48,6 +48,11 @@ from .monitor import make_grid
 from .optim import build_optimizer, build_scheduler
 from .projected import ProjectedDiscriminator, d_hinge_loss, g_hinge_loss
 
+# Seeds of the fixed latents: the sample grid's z (run.seed + offset, apart from the training
+# stream seeded with run.seed) and the z of the FID images (one set for every run and evaluation).
+SAMPLE_GRID_SEED_OFFSET = 12345
+FID_SEED = 4321
+
 
 class GeneratorExport(nn.Module):
     """The tensors of a ``stylegan2`` export, ``generator.*`` (g_ema) and ``latent_avg`` (our names)."""
@@ -111,7 +116,7 @@ class StyleGAN2Stage:
         self.mean_path_length = torch.zeros((), device=env.ctx.device)
         self.global_batch = config.run.batch_size * env.ctx.world_size
         self.beta = ema_beta(self.global_batch, config.ema_kimg)
-        z_gen = torch.Generator().manual_seed(config.run.seed + 12345)
+        z_gen = torch.Generator().manual_seed(config.run.seed + SAMPLE_GRID_SEED_OFFSET)
         self.sample_z = torch.randn(config.samples, gcfg.style_dim, generator=z_gen).to(env.ctx.device)
 
     # ------------------------------------------------------------ protocol
@@ -145,9 +150,7 @@ class StyleGAN2Stage:
         return broadcast_latents(self.generator.mapping(z), n_latent)
 
     def noise(self, global_batch: int) -> list[torch.Tensor]:
-        rnd, ctx = self.env.random, self.env.ctx
-        return [ctx.shard(rnd.normal(global_batch, 1, n.shape[-2], n.shape[-1]))
-                for n in self.generator.fixed_noise()]
+        return self.env.generator_noise(self.model.generator, global_batch)
 
     def fake(self, global_batch: int, return_latents: bool = False):
         w = self.latents(global_batch)
@@ -270,7 +273,7 @@ class StyleGAN2Stage:
         """FID (TF-Inception) between ``fid_samples`` g_ema images and the validation images."""
         from ..metrics.fid import fid_from_tensors
 
-        g = torch.Generator().manual_seed(4321)
+        g = torch.Generator().manual_seed(FID_SEED)
         fakes = []
         for start in range(0, self.config.fid_samples, 32):
             n = min(32, self.config.fid_samples - start)

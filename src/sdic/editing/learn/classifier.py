@@ -20,9 +20,9 @@ import json
 import math
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, get_args
 
 import numpy as np
 import torch
@@ -31,7 +31,8 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file
 from torch import nn
 
-from ...errors import InputError, MissingFileError
+from ... import config_builder
+from ...errors import ConfigError, InputError, MissingFileError
 from ...files import save_safetensors
 from ...images import load_image
 
@@ -39,7 +40,11 @@ FORMAT_NAME = "sdic-attribute-classifier"
 DEFAULT_ATTRIBUTES = (
     "gender", "smile", "glasses", "facial_hair", "long_hair", "hat", "hair_color_group", "fatness",
 )
-KINDS = ("binary", "category", "number")
+Kind = Literal["binary", "category", "number"]
+KINDS: tuple[str, ...] = get_args(Kind)
+# The batch order and augmentation stream is seeded with settings.seed + this (the initial
+# weights and the train/validation split use settings.seed itself).
+AUGMENT_SEED_OFFSET = 1
 
 
 # ------------------------------------------------------------------ configuration
@@ -48,16 +53,16 @@ class AttributeSpec:
     """One classifier head: a labels.csv column and how it is encoded."""
 
     name: str
-    kind: str  # "binary", "category" or "number"
+    kind: Kind
     categories: tuple[str, ...] = ()  # category names; binary: (negative, positive) if known
     mean: float = 0.0  # number: label standardisation
     std: float = 1.0
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
-            raise InputError(f"attribute {self.name}: unknown kind {self.kind!r}; use one of {KINDS}")
+            raise ConfigError(f"attribute {self.name}: unknown kind {self.kind!r}; use one of {', '.join(KINDS)}")
         if self.kind == "category" and len(self.categories) < 2:
-            raise InputError(f"category attribute {self.name} needs at least two categories")
+            raise ConfigError(f"category attribute {self.name} needs at least two categories")
 
     @property
     def outputs(self) -> int:
@@ -91,14 +96,11 @@ class ClassifierConfig:
         return tuple(spec.name for spec in self.attributes)
 
     def to_json(self) -> str:
-        return json.dumps(asdict(self), sort_keys=True)
+        return config_builder.to_json(self)
 
     @classmethod
     def from_json(cls, text: str) -> ClassifierConfig:
-        data = json.loads(text)
-        attributes = tuple(AttributeSpec(**{**a, "categories": tuple(a.get("categories", ()))})
-                           for a in data.pop("attributes"))
-        return cls(attributes=attributes, **{k: tuple(v) if isinstance(v, list) else v for k, v in data.items()})
+        return config_builder.from_json(cls, text)
 
 
 # ------------------------------------------------------------------ network
@@ -189,9 +191,10 @@ def load_classifier(path: str | Path, device: str | torch.device = "cpu") -> Att
     if metadata.get("format") != FORMAT_NAME:
         raise InputError(f"{path}: not an attribute classifier file (format {metadata.get('format')!r})")
     try:
-        model = AttributeClassifier(ClassifierConfig.from_json(metadata["config"]))
-    except (KeyError, TypeError, ValueError) as error:
-        raise InputError(f"{path}: the classifier file's configuration is damaged ({error!r})") from None
+        config = ClassifierConfig.from_json(metadata.get("config", ""))
+    except ConfigError as error:
+        raise ConfigError(f"{path}: invalid classifier configuration in the metadata ({error})") from None
+    model = AttributeClassifier(config)
     try:
         model.load_state_dict(load_file(str(path)))
     except RuntimeError as error:
@@ -390,7 +393,7 @@ def train_classifier(
     optimizer = torch.optim.AdamW(model.parameters(), lr=settings.lr, weight_decay=settings.weight_decay)
     schedule = torch.optim.lr_scheduler.OneCycleLR(
         optimizer, max_lr=settings.lr, total_steps=settings.epochs * steps_per_epoch, pct_start=0.15)
-    g = torch.Generator().manual_seed(settings.seed + 1)
+    g = torch.Generator().manual_seed(settings.seed + AUGMENT_SEED_OFFSET)
     start = time.time()
     for epoch in range(settings.epochs):
         model.train()
@@ -474,10 +477,10 @@ def summary_line(metrics: dict[str, dict[str, float]]) -> str:
     return "  ".join(parts)
 
 
-def build_config(dataset: str | Path, names: Sequence[str] = DEFAULT_ATTRIBUTES, size: int = 64,
+def build_config(dataset: str | Path, names: Sequence[str] = DEFAULT_ATTRIBUTES, size: int = ClassifierConfig.input_size,
                  **architecture: Any) -> ClassifierConfig:
-    """Classifier configuration for a dataset's label columns."""
+    """Classifier configuration for a dataset's label columns (``architecture``: other fields)."""
     files, labels = read_labels(dataset)
     del files
     specs = attribute_specs(read_meta(dataset), names, labels)
-    return replace(ClassifierConfig(attributes=specs, input_size=size), **architecture)
+    return config_builder.build(ClassifierConfig, architecture, base=ClassifierConfig(attributes=specs, input_size=size))

@@ -121,6 +121,11 @@ def render(generator: GeneratorLike, w: torch.Tensor) -> torch.Tensor:
     return image
 
 
+# The truncation centre of sample_w: the mean w of these z, the same whatever the sampling seed.
+TRUNCATION_MEAN_SEED = 0
+TRUNCATION_MEAN_SAMPLES = 4096
+
+
 def sample_w(generator: GeneratorLike, n: int, style_dim: int, seed: int, truncation: float = 1.0,
              device: str | torch.device = "cpu", batch_size: int = 256) -> torch.Tensor:
     """``n`` mapped codes ``w`` [n, D] from seeded ``z``; truncated towards the mean if ``truncation`` < 1."""
@@ -128,7 +133,8 @@ def sample_w(generator: GeneratorLike, n: int, style_dim: int, seed: int, trunca
     with torch.no_grad():
         w = torch.cat([generator.mapping(z[i:i + batch_size].to(device)) for i in range(0, n, batch_size)])
         if truncation != 1.0:
-            mean_z = torch.randn(4096, style_dim, generator=torch.Generator().manual_seed(0))  # same mean for every seed
+            g = torch.Generator().manual_seed(TRUNCATION_MEAN_SEED)
+            mean_z = torch.randn(TRUNCATION_MEAN_SAMPLES, style_dim, generator=g)
             mean = generator.mapping(mean_z.to(device)).mean(0, keepdim=True)
             w = mean + truncation * (w - mean)
     return w
