@@ -37,7 +37,8 @@ def _median_seconds(fn, repeats: int) -> float:
 def weight_checks(cache: Path, repeats: int) -> dict[str, float]:
     """Median seconds: the value check over every tensor, reading the file, the whole load."""
     import sdic
-    from sdic.checkpoints import _non_finite, read_checkpoint
+    from sdic.checkpoints import read_checkpoint
+    from sdic.checkpoints.building import _non_finite
 
     path = checkpoint_path(cache)
     tensors = [(k, v) for k, v in read_checkpoint(path).tensors.items() if v.is_floating_point()]

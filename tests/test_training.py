@@ -794,3 +794,13 @@ def test_resume_accepts_options_added_later_at_their_defaults():
     current["data"]["align"] = False
     current["r1"] = 1.0
     assert config_differences(saved, current, defaults) == [f"r1: {saved['r1']!r} -> 1.0"]
+
+
+def test_ema_rampup_limits_the_half_life_early_and_not_late():
+    from sdic.training.stylegan2 import ema_beta
+
+    # 16 images per step, 10 kimg half-life, ramp-up 0.05: after 100 steps the half-life is
+    # 0.05 * 1.6 kimg = 80 images, so beta = 0.5 ** (16 / 80)
+    assert ema_beta(16, 10.0, 99, 0.05) == pytest.approx(0.5 ** (16 / 80))
+    assert ema_beta(16, 10.0, 10**6, 0.05) == ema_beta(16, 10.0) == pytest.approx(0.5 ** (16 / 10000))
+    assert ema_beta(16, 10.0, 99, None) == ema_beta(16, 10.0)

@@ -6,9 +6,8 @@ import warnings
 from pathlib import Path
 
 import torch
-from torch.overrides import TorchFunctionMode
 
-from .checkpoints import CONFIG_MISMATCH, CheckpointError, load_into, read_checkpoint
+from .checkpoints import CheckpointError, Kind, build_model, read_checkpoint, require_kind
 from .devices import resolve_device
 from .model import SDICModel, check_precision
 
@@ -42,68 +41,8 @@ def load(
             and "/" not in str(path_or_name):
         known = ", ".join(sorted(BUNDLED_MODELS)) or "none yet"
         raise CheckpointError(f"{path_or_name}: no such file, and not a bundled model name (bundled: {known})")
-    checkpoint = read_checkpoint(path)
-    if checkpoint.kind != "sdic":
-        hint = {
-            "e4e": "it holds an e4e encoder and generator but no DIPN/DICN; train SDIC on it "
-                   "with `sdic train sdic`",
-            "stylegan2": "it holds only a StyleGAN2 generator",
-            "ir_se50": "it is the ArcFace identity network used by the ID metric",
-        }.get(checkpoint.kind, "")
-        raise CheckpointError(f"{path}: not an SDIC checkpoint but a {checkpoint.kind} file; {hint}")
-    assert checkpoint.config is not None
-    model = _build_with(checkpoint.config, checkpoint.tensors, str(path), precision, checkpoint.native)
+    checkpoint = require_kind(read_checkpoint(path), (Kind.SDIC,), "an SDIC checkpoint")
+    model = build_model(checkpoint, precision)
     model.source = str(path_or_name)
     return model.to(device).prepare_inference()
 
-
-class _SkipRandomInit(TorchFunctionMode):
-    """Random initialisers become ``torch.empty``: the values are overwritten by the file.
-
-    The model is then built on the CPU without touching most of its memory (the
-    uninitialised pages are never written), and moved to the meta device.
-    (Building directly on the meta device sends arithmetic such as ``randn / lr``
-    through Python meta functions whose first use imports sympy: about a second.)
-    """
-
-    FACTORIES = {torch.randn, torch.rand, torch.randn_like, torch.rand_like}
-    IN_PLACE = {torch.Tensor.normal_, torch.Tensor.uniform_}
-
-    def __torch_function__(self, func, types, args=(), kwargs=None):
-        kwargs = dict(kwargs or {})
-        if func in self.FACTORIES:
-            kwargs.pop("generator", None)
-            if func in (torch.randn_like, torch.rand_like):
-                return torch.empty_like(*args, **kwargs)
-            return torch.empty(*args, **kwargs)
-        if func in self.IN_PLACE or getattr(func, "__module__", "") == "torch.nn.init":
-            return args[0] if args else kwargs["tensor"]
-        return func(*args, **kwargs)
-
-
-def _build_with(config, tensors: dict[str, torch.Tensor], source: str, precision: str,
-                native: bool = False) -> SDICModel:
-    """The model with ``tensors`` as its weights, without initialising or copying them.
-
-    The modules are built without initialising their 309M parameters and moved to
-    the meta device, checked against the file by ``load_into`` (names, shapes, dtypes
-    and finite values, with its error messages), then the file's tensors become the parameters
-    (``assign=True``): one copy of the weights in memory instead of two.
-    """
-    with _SkipRandomInit():
-        model = SDICModel(config, precision=precision).to_empty(device="meta")
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # load_into's copy into meta tensors is a no-op by design
-        try:
-            load_into(model, tensors, source)  # names, shapes, dtypes and finite values
-        except CheckpointError as error:
-            if native and "shape mismatch" in str(error):
-                raise CheckpointError(f"{source}: {CONFIG_MISMATCH}: {str(error).removeprefix(source + ': ')}") from None
-            raise
-    expected = model.state_dict()
-    tensors = {k: v.to(expected[k].dtype) if v.dtype != expected[k].dtype else v for k, v in tensors.items()}
-    model.load_state_dict(tensors, assign=True)
-    leftover = [n for n, t in list(model.named_parameters()) + list(model.named_buffers()) if t.is_meta]
-    if leftover:
-        raise CheckpointError(f"{source}: no values for {leftover[:10]}")
-    return model

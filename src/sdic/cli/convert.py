@@ -6,14 +6,8 @@ import argparse
 import os
 from pathlib import Path
 
-from ..checkpoints import (
-    CheckpointError,
-    load_into,
-    read_checkpoint,
-    save_model,
-)
+from ..checkpoints import convert, read_checkpoint
 from ..errors import InputError, OutputError
-from ..model import SDICModel
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -41,33 +35,8 @@ def check_output(output: Path) -> None:
 def run(args: argparse.Namespace) -> int:
     check_output(args.output)
     checkpoint = read_checkpoint(args.checkpoint)
-    if checkpoint.native:
-        # A copy would change nothing but the name, and doubles a 1.2 GB file for nothing.
-        raise InputError(
-            f"{args.checkpoint}: already in sdic's format (a .safetensors {checkpoint.kind} model with its "
-            "configuration); nothing to convert: every command and sdic.load read it as it is")
-    if checkpoint.config is None:
-        raise CheckpointError(f"{args.checkpoint}: a {checkpoint.kind} file cannot be converted")
-    model = SDICModel(checkpoint.config)
-    partial = {"sdic": (), "e4e": ("dipn.", "dicn."), "stylegan2": ("dipn.", "dicn.", "encoder.", "latent_avg")}
-    load_into(model, checkpoint.tensors, str(args.checkpoint), allow_missing=partial[checkpoint.kind])
-    keep = ("generator.",) + (() if checkpoint.kind == "stylegan2" else ("encoder.", "latent_avg"))
-    if checkpoint.kind == "stylegan2" and "latent_avg" in checkpoint.tensors:
-        keep += ("latent_avg",)  # our trainers' exports carry the generator's mean latent
-    if checkpoint.kind != "sdic":
-        model = _Subset(model, keep)
-    save_model(model, args.output, checkpoint.config, kind=checkpoint.kind)
-    print(f"{checkpoint.kind} checkpoint ({checkpoint.config.name}, {checkpoint.config.generator.size}px, "
-          f"{checkpoint.config.n_latent} latents) -> {args.output}; "
-          f"dropped {len(checkpoint.dropped)} never-used tensors")
+    convert(checkpoint, args.output)
+    config = checkpoint.config
+    print(f"{checkpoint.kind} checkpoint ({config.name}, {config.generator.size}px, {config.n_latent} latents) "
+          f"-> {args.output}; dropped {len(checkpoint.dropped)} never-used tensors")
     return 0
-
-
-class _Subset:
-    """Expose only some tensors of a model to ``save_model``."""
-
-    def __init__(self, model: SDICModel, prefixes: tuple[str, ...]) -> None:
-        self.model, self.prefixes = model, prefixes
-
-    def state_dict(self) -> dict:
-        return {k: v for k, v in self.model.state_dict().items() if k.startswith(self.prefixes)}

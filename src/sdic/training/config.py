@@ -123,6 +123,7 @@ class StyleGAN2Config:
     path_decay: float = 0.01
     mixing: float = 0.9  # style-mixing probability
     ema_kimg: float = 10.0  # EMA half-life in thousands of images
+    ema_rampup: float | None = None  # half-life <= ema_rampup x images seen (StyleGAN2-ADA uses 0.05)
     stddev_group: int = 4  # minibatch-stddev group (must divide the per-process batch)
     d_channel_multiplier: int = 0  # 0: the generator's
     discriminator: str = "standard"  # standard (StyleGAN2's) | projected (Projected GAN: pretrained features)

@@ -33,12 +33,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..checkpoints import save_model
+from ..checkpoints import GENERATOR_KINDS, Kind, save_layout, save_tensors
 from ..images import encoder_view
 from ..networks import Encoder4Editing, Generator
 from ..ops import Execution, set_execution
 from . import losses
-from .checkpointing import atomic_torch_save
 from .config import E4EConfig, model_spec, resolve_model
 from .data import ImageFolder
 from .discriminator import LatentDiscriminator
@@ -110,7 +109,7 @@ class E4EStage:
     def __init__(self, config: E4EConfig, env: StageEnv) -> None:
         self.env = env
         device = env.ctx.device
-        source = read_source(config.generator, ("stylegan2", "e4e", "sdic"), "generator")
+        source = read_source(config.generator, GENERATOR_KINDS, "generator")
         self.model = resolve_model(config.model, base=source.config)
         self.config = replace(config, model=model_spec(self.model))
         self.frame = self.model
@@ -274,18 +273,10 @@ class E4EStage:
 
     def export(self, folder: Path) -> list[Path]:
         folder = Path(folder)
-        cpu = lambda m: {k: v.detach().cpu().clone() for k, v in m.state_dict().items()}  # noqa: E731
-        latent_avg = self.latent_avg.detach().cpu().clone()
-        state = {f"encoder.{k}": v for k, v in cpu(self.encoder).items()}
-        state.update({f"decoder.{k}": v for k, v in cpu(self.generator).items()})
-        opts = {"stylegan_size": self.model.generator.size, "start_from_latent_avg": True,
-                "dataset_type": "cars_encode" if self.model.domain == "cars" else "ffhq_encode",
-                "sdic_config": self.model.to_json()}
-        pt = atomic_torch_save({"state_dict": state, "latent_avg": latent_avg, "opts": opts}, folder / "e4e.pt")
-        export = InversionExport(self.encoder, self.generator, latent_avg.to(self.env.ctx.device))
-        native = save_model(export, folder / "e4e.safetensors", self.model, kind="e4e")
+        tensors = InversionExport(self.encoder, self.generator, self.latent_avg).state_dict()
+        pt = save_layout(folder / "e4e.pt", Kind.E4E, tensors, self.model)
+        native = save_tensors(tensors, folder / "e4e.safetensors", self.model, kind=Kind.E4E)
         return [pt, native]
-
 
 def build(config: E4EConfig, env: StageEnv) -> E4EStage:
     return E4EStage(config, env)

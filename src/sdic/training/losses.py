@@ -86,12 +86,10 @@ class ArcFaceSimilarity(nn.Module):
 
     def __init__(self, path: str) -> None:
         super().__init__()
-        from ..checkpoints import CheckpointError, load_into, read_checkpoint
+        from ..checkpoints import Kind, load_into, read_checkpoint, require_kind
         from ..networks import ArcFaceIRSE50
 
-        checkpoint = read_checkpoint(path)
-        if checkpoint.kind != "ir_se50":
-            raise CheckpointError(f"{path}: expected an IR-SE50 (ArcFace) file, got a {checkpoint.kind} file")
+        checkpoint = require_kind(read_checkpoint(path), (Kind.IR_SE50,), "an IR-SE50 (ArcFace) file")
         self.net = ArcFaceIRSE50()
         load_into(self.net, checkpoint.tensors, path)
         self.requires_grad_(False)

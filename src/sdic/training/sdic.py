@@ -29,7 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..checkpoints import save_model
+from ..checkpoints import GENERATOR_KINDS, Kind, save_model
 from ..model import Inversion, SDICModel
 from ..ops import Execution, set_execution
 from . import losses
@@ -53,11 +53,11 @@ def set_train_mode(model: SDICModel) -> None:
 
 def build_model(config: SDICTrainConfig, distributed: bool) -> SDICModel:
     """The SDIC model with the frozen e4e parts loaded (and DIPN/DICN from ``init`` if given)."""
-    source = read_source(config.e4e, ("e4e", "sdic"), "e4e")
+    source = read_source(config.e4e, (Kind.E4E, Kind.SDIC), "e4e")
     model_cfg = resolve_model(config.model, base=source.config)
     model = SDICModel(model_cfg)
     load_part(model.encoder, source, "encoder.")
-    generator_source = read_source(config.generator, ("stylegan2", "e4e", "sdic"), "generator") \
+    generator_source = read_source(config.generator, GENERATOR_KINDS, "generator") \
         if config.generator else source
     load_part(model.generator, generator_source, "generator.")
     if "latent_avg" in source.tensors:
@@ -65,7 +65,7 @@ def build_model(config: SDICTrainConfig, distributed: bool) -> SDICModel:
     else:
         model.latent_avg.copy_(model.generator.mean_latent(10_000).expand_as(model.latent_avg))
     if config.init:
-        init = read_source(config.init, ("sdic",), "init")
+        init = read_source(config.init, (Kind.SDIC,), "init")
         load_part(model.dipn, init, "dipn.")
         load_part(model.dicn, init, "dicn.")
     model.encoder.requires_grad_(False)
@@ -186,7 +186,7 @@ class SDICStage:
         return {"input_e4e_sdic_discrepancy": rows_grid(columns)}
 
     def export(self, folder: Path) -> list[Path]:
-        return [save_model(self.net, Path(folder) / "sdic.safetensors", self.model, kind="sdic")]
+        return [save_model(self.net, Path(folder) / "sdic.safetensors", self.model, kind=Kind.SDIC)]
 
 
 def build(config: SDICTrainConfig, env: StageEnv) -> SDICStage:

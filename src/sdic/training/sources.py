@@ -11,37 +11,19 @@ has to be described with ``model:`` in the training configuration.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 
-import torch
 from torch import nn
 
-from ..checkpoints import CheckpointError, load_into, read_checkpoint
-from ..config import SDICConfig
+from ..checkpoints import Checkpoint, CheckpointError, Kind, load_into, read_checkpoint, require_kind
 
 
-@dataclass
-class Source:
-    path: str
-    kind: str
-    config: SDICConfig | None
-    tensors: dict[str, torch.Tensor]
-
-    def part(self, prefix: str) -> dict[str, torch.Tensor]:
-        """Tensors under ``prefix`` with the prefix removed."""
-        return {k[len(prefix):]: v for k, v in self.tensors.items() if k.startswith(prefix)}
-
-
-def read_source(path: str | Path, kinds: tuple[str, ...], what: str) -> Source:
+def read_source(path: str | Path, kinds: tuple[Kind, ...], what: str) -> Checkpoint:
     """Read ``path`` and check it is one of ``kinds``."""
-    checkpoint = read_checkpoint(path)
-    if checkpoint.kind not in kinds:
-        raise CheckpointError(f"{path}: a {checkpoint.kind} file; {what} must be one of: {', '.join(kinds)}")
-    return Source(str(path), checkpoint.kind, checkpoint.config, dict(checkpoint.tensors))
+    return require_kind(read_checkpoint(path), kinds, f"a file usable as {what} (kinds: {', '.join(kinds)})")
 
 
-def load_part(module: nn.Module, source: Source, prefix: str) -> None:
+def load_part(module: nn.Module, source: Checkpoint, prefix: str) -> None:
     """Load the ``prefix`` tensors of a source into ``module`` with a clear error on mismatch."""
     tensors = source.part(prefix)
     if not tensors:
@@ -59,9 +41,7 @@ def load_arcface_body(encoder: nn.Module, path: str | Path) -> int:
 
     Returns the number of tensors copied; only tensors whose names and shapes match are used.
     """
-    checkpoint = read_checkpoint(path)
-    if checkpoint.kind != "ir_se50":
-        raise CheckpointError(f"{path}: expected an IR-SE50 (ArcFace) file, got a {checkpoint.kind} file")
+    checkpoint = require_kind(read_checkpoint(path), (Kind.IR_SE50,), "an IR-SE50 (ArcFace) file")
     own = encoder.state_dict()
     chosen = {k: v for k, v in checkpoint.tensors.items()
               if k.startswith(("input_layer.", "body.")) and k in own and own[k].shape == v.shape}

@@ -8,7 +8,8 @@ Per step (index ``i``):
    ``mixing``: two mapped codes, switched at a random layer);
 4. if ``path_reg > 0`` and ``i % path_every == 0``: path-length regulariser on a
    batch shrunk by ``path_batch_shrink``, ``path_reg * path_every * penalty``;
-5. ``g_ema <- beta * g_ema + (1 - beta) * g``, ``beta = 0.5 ** (global_batch / (ema_kimg * 1000))``.
+5. ``g_ema <- beta * g_ema + (1 - beta) * g``, ``beta = 0.5 ** (global_batch / (ema_kimg * 1000))``;
+   with ``ema_rampup`` the half-life is at most ``ema_rampup`` x the images seen so far.
 
 Lazily regularised networks get StyleGAN2's adjusted Adam settings (lr and
 betas to the power ``r/(r+1)``). Generator noise is random during training.
@@ -33,11 +34,10 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ..checkpoints import save_model
+from ..checkpoints import Kind, save_layout, save_tensors
 from ..config import SDICConfig
 from ..networks import Generator
 from . import losses
-from .checkpointing import atomic_torch_save
 from .config import StyleGAN2Config, model_spec, resolve_model
 from .data import ImageFolder
 from .diffaugment import diff_augment, parse_policy
@@ -58,7 +58,15 @@ class GeneratorExport(nn.Module):
         self.register_buffer("latent_avg", latent_avg)
 
 
-def ema_beta(global_batch: int, half_life_kimg: float) -> float:
+def ema_beta(global_batch: int, half_life_kimg: float, step: int | None = None,
+             rampup: float | None = None) -> float:
+    """Decay per step for an EMA half-life in kimg.
+
+    With ``rampup`` (StyleGAN2-ADA's ``ema_rampup``), the half-life is at most ``rampup`` times
+    the images seen so far, so early, fast-changing weights are not averaged over a long past.
+    """
+    if rampup is not None and step is not None:
+        half_life_kimg = min(half_life_kimg, (step + 1) * global_batch / 1000.0 * rampup)
     if half_life_kimg <= 0:
         return 0.0
     return 0.5 ** (global_batch / (half_life_kimg * 1000.0))
@@ -178,7 +186,8 @@ class StyleGAN2Stage:
         terms.update(self._generator_step())
         if cfg.path_reg > 0 and cfg.path_every and step % cfg.path_every == 0:
             terms.update(self._path_step())
-        accumulate(self.g_ema, self.generator, self.beta)
+        beta = ema_beta(self.global_batch, cfg.ema_kimg, step, cfg.ema_rampup) if cfg.ema_rampup else self.beta
+        accumulate(self.g_ema, self.generator, beta)
         return terms
 
     def _discriminator_step(self, real: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -272,16 +281,13 @@ class StyleGAN2Stage:
 
     def export(self, folder: Path) -> list[Path]:
         folder = Path(folder)
-        latent_avg = self.g_ema.mean_latent(self.config.latent_avg_samples)[0].cpu()
+        latent_avg = self.g_ema.mean_latent(self.config.latent_avg_samples)[0]
+        tensors = GeneratorExport(self.g_ema, latent_avg.expand(self.model.n_latent, -1).clone()).state_dict()
         cpu = lambda m: {k: v.detach().cpu().clone() for k, v in m.state_dict().items()}  # noqa: E731
-        rosinality = {"g_ema": cpu(self.g_ema), "g": cpu(self.generator), "d": cpu(self.discriminator),
-                      "latent_avg": latent_avg, "sdic_config": self.model.to_json()}
-        pt = atomic_torch_save(rosinality, folder / "stylegan2.pt")
-        n_latent = self.model.n_latent
-        export = GeneratorExport(copy.deepcopy(self.g_ema).cpu(), latent_avg.expand(n_latent, -1).clone())
-        native = save_model(export, folder / "stylegan2.safetensors", self.model, kind="stylegan2")
+        pt = save_layout(folder / "stylegan2.pt", Kind.STYLEGAN2, tensors, self.model,
+                         extra={"g": cpu(self.generator), "d": cpu(self.discriminator)})
+        native = save_tensors(tensors, folder / "stylegan2.safetensors", self.model, kind=Kind.STYLEGAN2)
         return [pt, native]
-
 
 def projected_input_size(config: StyleGAN2Config, resolution: int) -> int:
     """The backbone input size: ``projected_size``, or twice the resolution and at least 128."""

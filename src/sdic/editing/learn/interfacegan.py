@@ -33,10 +33,8 @@ from safetensors import safe_open
 from safetensors.torch import load_file
 from torch import nn
 
-from ...checkpoints import CheckpointError, infer_generator, load_into, read_checkpoint
+from ...checkpoints import load_generator  # noqa: F401  (re-exported: sdic.editing.learn.load_generator)
 from ...files import save_safetensors
-from ...networks import Generator
-from ...ops import Execution, set_execution
 from .classifier import AttributeSpec, ClassifierConfig
 
 DIRECTION_FORMAT = "sdic-direction"
@@ -56,26 +54,6 @@ class GeneratorLike(Protocol):
     def fixed_noise(self) -> list[torch.Tensor]: ...
 
     def __call__(self, w: torch.Tensor, noise: list[torch.Tensor] | None = None) -> tuple[torch.Tensor, Any]: ...
-
-
-# ------------------------------------------------------------------ generator files
-def load_generator(path: str | Path, device: str | torch.device = "cpu") -> Generator:
-    """The StyleGAN2 generator of an SDIC / e4e / stylegan2 file (ours or the authors'), eval mode.
-
-    Configuration: ours (.safetensors) carry it; the .pt exports of our trainers carry
-    ``sdic_config``; for other authors' files it is inferred from the tensors.
-    """
-    checkpoint = read_checkpoint(path)
-    if checkpoint.kind not in ("sdic", "e4e", "stylegan2"):
-        raise CheckpointError(f"{path}: a {checkpoint.kind} file holds no StyleGAN2 generator")
-    tensors = {k[len("generator."):]: v for k, v in checkpoint.tensors.items() if k.startswith("generator.")}
-    config = checkpoint.config  # ours carry it; so do our trainers' .pt exports (sdic_config)
-    if config is not None:
-        generator = Generator(config.generator, tap_resolution=config.tap_resolution)
-    else:
-        generator = Generator(infer_generator(checkpoint.tensors, "generator."))
-    load_into(generator, tensors, str(path))
-    return set_execution(generator.to(device).eval(), Execution.inference(device))
 
 
 # ------------------------------------------------------------------ targets
