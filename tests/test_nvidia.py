@@ -190,3 +190,93 @@ def test_damaged_and_foreign_pickles(nvidia_pickle, tmp_path):
     with pytest.raises(CheckpointError, match="not an NVIDIA network pickle"):
         read_network_pickle(other)
     assert not is_network_pickle(other)
+
+
+# ------------------------------------------------------------------ the public API, conversion, CLI, training
+def test_load_generator_reads_the_pickle_and_our_conversion_of_it(nvidia_pickle, reference, tmp_path, capsys):
+    import sdic
+    from sdic.checkpoints import Kind, read_checkpoint
+    from sdic.cli.main import main
+
+    checkpoint = read_checkpoint(nvidia_pickle)
+    assert checkpoint.kind == Kind.STYLEGAN2 and checkpoint.config.tap_resolution == 32
+    G = sdic.load_generator(nvidia_pickle)
+    out = tmp_path / "g.safetensors"
+    assert main(["convert", str(nvidia_pickle), str(out)]) == 0
+    again = sdic.load_generator(out)
+    assert again.config == G.config and torch.equal(again.w_avg, G.w_avg)
+    with torch.no_grad():
+        for generator in (G, again):
+            image = generator.synthesis(generator.mapping(reference["z"], truncation_psi=0.7))
+            assert _errors(image, reference["img_psi07"])[1] < IMAGE_TOL
+    with pytest.raises(CheckpointError, match="not an SDIC checkpoint but a stylegan2 file"):
+        sdic.load(nvidia_pickle)
+
+
+def test_directions_use_the_one_generator_loader():
+    from sdic import checkpoints
+    from sdic.editing.learn import interfacegan
+
+    assert interfacegan.load_generator is checkpoints.load_generator
+
+
+def test_sdic_generate_writes_seeds_grid_and_latents(nvidia_pickle, tmp_path, capsys):
+    from PIL import Image
+
+    from sdic import load_generator, sampling
+    from sdic.cli.main import main
+
+    out = tmp_path / "samples"
+    assert main(["generate", str(nvidia_pickle), "--seeds", "0-2,7", "--trunc", "0.7", "-o", str(out),
+                 "--save-latents", "--batch-size", "3"]) == 0
+    assert "4 images of 64px" in capsys.readouterr().out
+    names = sorted(p.name for p in out.iterdir() if not p.name.startswith("."))
+    assert [n for n in names if n.endswith(".png")] == ["grid.png", "seed0000.png", "seed0001.png", "seed0002.png",
+                                                        "seed0007.png"]
+    assert Image.open(out / "grid.png").size == (128, 128)
+    G = load_generator(nvidia_pickle)
+    z = torch.from_numpy(np.random.RandomState(7).randn(1, 512)).float()  # NVIDIA's gen_images.py
+    with torch.no_grad():
+        expected = sampling.to_uint8(G.synthesis(G.mapping(z, truncation_psi=0.7)))[0]
+    assert np.array_equal(np.asarray(Image.open(out / "seed0007.png")), expected)
+    saved = np.load(out / "seed0007.npz")
+    assert int(saved["seed"]) == 7 and np.allclose(saved["z"], z[0].numpy()) and saved["ws"].shape == (10, 512)
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--seeds", "3-1"], "ends before it starts"),
+    (["--seeds", "a,b"], "is not a seed or a range"),
+    (["--trunc", "strong"], "--trunc 'strong': not a number"),
+    (["--trunc", "nan"], "finite"),
+    (["--noise-mode", "const", "--batch-size", "0"], "--batch-size"),
+])
+def test_sdic_generate_bad_arguments_are_one_line_errors(nvidia_pickle, tmp_path, capsys, args, message):
+    from sdic.cli.main import main
+
+    assert main(["generate", str(nvidia_pickle), "-o", str(tmp_path / "x"), *args]) == 2
+    err = capsys.readouterr().err
+    assert message in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "x").exists()
+
+
+def test_e4e_trains_on_an_nvidia_generator(nvidia_pickle, tmp_path):
+    from PIL import Image
+
+    import sdic
+    from sdic.cli.main import main
+
+    images = tmp_path / "images"
+    images.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(4):
+        Image.fromarray(rng.integers(0, 255, (40, 40, 3), dtype=np.uint8)).save(images / f"{i}.png")
+    small = ["model.encoder.input_size=64", "model.encoder.stage_units=[1,1,1,1]",
+             "model.encoder.stage_channels=[16,16,32,512]", "model.tap_resolution=16"]
+    quiet = ["data.workers=0", "run.progress=false", "run.tensorboard=false", "run.image_every=0",
+             "run.val_every=0", "run.log_every=1", "losses.identity=0", "losses.lpips=0", "latent_disc=0"]
+    assert main(["train", "e4e", f"generator={nvidia_pickle}", f"data.path={images}", f"run.out={tmp_path / 'run'}",
+                 "run.steps=1", "run.batch_size=2", *small, *quiet]) == 0
+    trained = sdic.load_generator(tmp_path / "run" / "e4e.safetensors")
+    original = sdic.load_generator(nvidia_pickle)
+    assert trained.config == original.config
+    assert all(torch.equal(a, b) for a, b in zip(trained.state_dict().values(), original.state_dict().values()))

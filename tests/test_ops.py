@@ -206,6 +206,16 @@ def test_styled_conv_epilogue_with_nvidia_conv_clamp():
     _close(fast, reference, 1e-5)
     assert float(fast.abs().max()) <= 0.5 < float(unclamped.abs().max())
     assert torch.equal(reference, unclamped.clamp(-0.5, 0.5))
+    grads = []  # training: the same gradients (the clip must not break autograd's saved outputs)
+    for fast_form in (True, False):
+        xg = x.clone().requires_grad_(True)
+        if fast_form:
+            out = layer(xg, w, noise)
+        else:
+            conv = ops.modulated_conv2d_ref(xg, layer.conv.weight[0], layer.conv.modulation(w), padding=1)
+            out = ops.styled_activation_ref(conv, noise, layer.noise.weight, layer.activate.bias, clamp=0.5)
+        grads.append(torch.autograd.grad((out * torch.linspace(-1, 1, out.numel()).view_as(out)).sum(), xg)[0])
+    _close(grads[0], grads[1], 1e-5)
 
 
 def test_derived_modulation_weights_change_nothing_but_speed():

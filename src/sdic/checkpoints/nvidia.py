@@ -30,23 +30,17 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..config import GeneratorConfig
-from ..errors import SDICError
+from ..config import GeneratorConfig, SDICConfig, ffhq
 from ..ops import fir_kernel
+from .kinds import Checkpoint, CheckpointError, Kind
 
 NETWORKS = ("G", "D", "G_ema")  # the networks of a training snapshot
 UP_GAIN = 4.0  # NVIDIA's 2x upsampling filters are applied with gain up**2
 
 
-def _error_type() -> type[SDICError]:
-    from . import CheckpointError  # imported when needed: the package imports this module
-
-    return CheckpointError
-
-
-def _refuse(message: str) -> SDICError:
-    """A :class:`~sdic.checkpoints.CheckpointError` (refused, damaged or unsupported)."""
-    return _error_type()(message)
+def _refuse(message: str) -> CheckpointError:
+    """Refused, damaged or unsupported: a :class:`CheckpointError`."""
+    return CheckpointError(message)
 
 
 # ------------------------------------------------------------------ records read as data
@@ -231,7 +225,7 @@ def read_network_pickle(path: str | Path) -> dict[str, Any]:
     try:
         with open(path, "rb") as handle:
             obj = _DataOnlyUnpickler(handle).load()
-    except _error_type() as error:
+    except CheckpointError as error:
         raise _refuse(f"{path}: {error}") from None
     except (pickle.UnpicklingError, EOFError, ValueError, TypeError, KeyError, IndexError,
             AttributeError, RecursionError, MemoryError) as error:
@@ -282,7 +276,7 @@ class NvidiaGenerator:
     fp16_resolutions: tuple[int, ...] = ()  # run in fp16 by NVIDIA on GPUs; computed in fp32 here
 
 
-def _unsupported(path: Path, what: str) -> SDICError:
+def _unsupported(path: Path, what: str) -> CheckpointError:
     return _refuse(f"{path}: {what} not supported (yet)")
 
 
@@ -408,3 +402,29 @@ def _our_tensors(fcs: list[NetworkRecord], synthesis: NetworkRecord, config: Gen
         _layer_tensors(block.children["conv1"], f"convs.{2 * j + 1}", f"noises.noise_{2 * j + 2}", tensors)
         _torgb_tensors(block.children["torgb"], f"to_rgbs.{j}", block, tensors)
     return {k: v.contiguous() for k, v in tensors.items()}
+
+
+# ------------------------------------------------------------------ as a checkpoint
+MAX_TAP = 64  # the authors' tap resolution; smaller generators tap at half their size
+
+
+def config_for_generator(generator: GeneratorConfig, path: str | Path = "") -> SDICConfig:
+    """The SDIC configuration around a converted generator: the faces model's networks, the tap
+    at 64x64 (half the resolution below 128). ``model:`` in a training configuration changes it."""
+    base = ffhq()
+    try:
+        return SDICConfig(name=base.name if generator == base.generator else "custom", generator=generator,
+                          encoder=base.encoder, dipn=base.dipn, dicn=base.dicn,
+                          tap_resolution=min(MAX_TAP, generator.size // 2), domain=base.domain)
+    except ValueError as error:
+        raise _refuse(f"{path}: no SDIC model fits this {generator.size}px generator ({error})") from None
+
+
+def read_nvidia_checkpoint(path: str | Path) -> Checkpoint:
+    """An NVIDIA pickle's ``G_ema`` as a ``stylegan2`` checkpoint (``w_avg`` as its ``latent_avg``)."""
+    found = read_generator(path)
+    config = config_for_generator(found.config, path)
+    tensors = {f"generator.{k}": v for k, v in found.tensors.items()}
+    if found.w_avg is not None:
+        tensors["latent_avg"] = found.w_avg.expand(config.n_latent, -1).clone()
+    return Checkpoint(Kind.STYLEGAN2, tensors, config, path=str(path))

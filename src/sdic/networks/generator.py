@@ -131,7 +131,7 @@ class ToRGB(nn.Module):
     def forward(self, x: torch.Tensor, w: torch.Tensor, skip: torch.Tensor | None = None) -> torch.Tensor:
         out = self.conv(x, w, self.bias.view(-1)).float()
         if self.clamp is not None:
-            out = out.clamp_(-self.clamp, self.clamp)
+            out = ops.clamp_(out, self.clamp)
         if skip is not None:
             with fp32_region(out):
                 out = out.add_(self.upsample(skip.float()))
@@ -246,6 +246,8 @@ class Generator(UsesExecution, nn.Module):
         w_avg = w_avg.detach().float().reshape(-1, self.w_dim)
         if w_avg.shape[0] not in (1, self.num_ws):
             raise ValueError(f"w_avg has {w_avg.shape[0]} rows; expected 1 or {self.num_ws}")
+        if torch.equal(w_avg, w_avg[:1].expand_as(w_avg)):
+            w_avg = w_avg[:1]  # e4e and our exports repeat one average per entry
         self.w_avg = (w_avg[0] if w_avg.shape[0] == 1 else w_avg).to(self.input.input.device)
 
     def mapping(

@@ -127,7 +127,12 @@ def add_noise_leaky_relu_(
     over the output instead of five."""
     x = x.add_((noise * strength).to(x.dtype))
     x = F.leaky_relu_(x, 0.2)
-    return x if clamp is None else x.clamp_(-clamp, clamp)
+    return x if clamp is None else clamp_(x, clamp)
+
+
+def clamp_(x: torch.Tensor, clamp: float) -> torch.Tensor:
+    """``x`` clipped to +-``clamp``: in place, except where autograd needs ``x`` unchanged."""
+    return torch.clamp(x, -clamp, clamp) if x.requires_grad else x.clamp_(-clamp, clamp)
 
 
 def styled_activation_ref(
