@@ -464,3 +464,18 @@ def test_each_weight_file_is_hashed_once_per_process(tmp_path, monkeypatch):
     os.utime(path, ns=(path.stat().st_atime_ns, path.stat().st_mtime_ns + 10**9))
     with pytest.raises(pretrained.CorruptWeightsError, match="pkg==1"):
         pretrained.verify_weights(path, "pkg/w.bin")
+
+
+def test_bf16_warns_once_where_the_cpu_emulates_it(monkeypatch):
+    import warnings
+
+    from sdic import devices
+    from sdic.model import precision_context
+
+    monkeypatch.setattr(devices, "has_fast_bf16", lambda device: False)
+    with pytest.warns(UserWarning, match="no native bf16"):
+        precision_context("bf16", torch.device("cpu"))
+    monkeypatch.setattr(devices, "has_fast_bf16", lambda device: True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        precision_context("bf16", torch.device("cpu"))

@@ -20,6 +20,8 @@ RUNS=$WORK/runs/v1
 STAGES=${STAGES:-data,stylegan2,e4e,sdic,directions,package}
 SG_STEPS=${SG_STEPS:-100000}     # an upper bound: stop (SIGTERM saves) once val/fid stops improving
 SG_THREADS=${SG_THREADS:-1}      # 1 on a shared 2-core machine
+# bf16 + channels-last only pay on CPUs with avx512_bf16 (grep avx512_bf16 /proc/cpuinfo); on an
+# AVX2-only CPU bf16 is emulated and several times slower: SG_PRECISION=fp32 SG_CHANNELS_LAST=false
 E4E_STEPS=${E4E_STEPS:-3000}
 SDIC_STEPS=${SDIC_STEPS:-4462}
 
@@ -45,7 +47,7 @@ fi
 if want stylegan2; then
     python -m sdic.cli.main train stylegan2 configs/stylegan2_faces64.yaml \
         data.path="$DATA/faces64/images" run.out="$RUNS/stylegan2" run.steps="$SG_STEPS" \
-        run.threads="$SG_THREADS" run.precision=bf16 run.channels_last=true run.progress=false \
+        run.threads="$SG_THREADS" run.precision="${SG_PRECISION:-bf16}" run.channels_last="${SG_CHANNELS_LAST:-true}" run.progress=false \
         run.checkpoint_every=100 fid_every=2500 fid_samples=500 $(resume "$RUNS/stylegan2")
 fi
 

@@ -26,6 +26,7 @@ from torch import nn
 
 from . import editing, images
 from .config import SDICConfig
+from .devices import warn_if_slow_bf16
 from .errors import InputError, SDICError
 from .inversion import IncompatibleModelError, Inversion, describe_model, with_sources
 from .networks import DICN, DIPN, Encoder4Editing, Generator
@@ -69,6 +70,8 @@ def precision_context(precision: str, device: torch.device) -> contextlib.Abstra
     dtype = autocast_dtype(precision)
     if dtype is None:
         return contextlib.nullcontext()
+    if dtype == torch.bfloat16:
+        warn_if_slow_bf16(device, "precision bf16")
     try:
         return torch.autocast(device_type=device.type, dtype=dtype)
     except RuntimeError as error:  # a device type without autocast

@@ -32,6 +32,7 @@ from typing import Any, Protocol
 import torch
 from torch import nn
 
+from ..devices import warn_if_slow_bf16
 from ..errors import SDICError
 from . import checkpointing, distributed
 from .config import ConfigError, TrainConfig, dump_yaml, to_plain
@@ -92,6 +93,8 @@ class Precision:
         self.dtype = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[mode]
         if mode == "fp16" and device.type != "cuda":
             raise ConfigError("run.precision=fp16 needs a CUDA device; use bf16 or fp32 on CPU")
+        if mode == "bf16":
+            warn_if_slow_bf16(device, "run.precision=bf16")
         self.scaler = torch.amp.GradScaler(device.type, enabled=mode == "fp16")
 
     def autocast(self):
