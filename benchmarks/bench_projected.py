@@ -76,7 +76,7 @@ def g_ema_samples(run_dir: Path, count: int, seed: int = 4321):
     with torch.no_grad():
         for start in range(0, count, 50):
             z = torch.randn(min(50, count - start), config.generator.style_dim, generator=g)
-            w = generator.mapping(z)[:, None, :].expand(-1, config.n_latent, -1)
+            w = generator.z_to_w(z)[:, None, :].expand(-1, config.n_latent, -1)
             images.append(generator(w)[0].clamp(-1, 1))
     return torch.cat(images)
 

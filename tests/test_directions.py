@@ -32,7 +32,7 @@ class LinearImageGenerator(nn.Module):
         super().__init__()
         self.register_buffer("matrix", torch.randn(3 * 8 * 8, D, generator=torch.Generator().manual_seed(seed)) / 8)
 
-    def mapping(self, z: torch.Tensor) -> torch.Tensor:
+    def z_to_w(self, z: torch.Tensor) -> torch.Tensor:
         return z
 
     def fixed_noise(self) -> list[torch.Tensor]:

@@ -190,6 +190,34 @@ def test_styled_conv_epilogue_equals_noise_bias_activation():
     _close(fast, reference, 1e-5)
 
 
+def test_styled_conv_epilogue_with_nvidia_conv_clamp():
+    """With ``conv_clamp`` both forms clip after the gain; the clip really cuts values here."""
+    torch.manual_seed(0)
+    layer = StyledConv(4, 5, style_dim=8, clamp=0.5)
+    layer.noise.weight.data.fill_(0.3)
+    layer.activate.bias.data.normal_()
+    x, w, noise = torch.randn(2, 4, 6, 6), torch.randn(2, 8), torch.randn(2, 1, 6, 6)
+    with torch.no_grad():
+        fast = layer(x, w, noise)
+        styles = layer.conv.modulation(w)
+        conv = ops.modulated_conv2d_ref(x, layer.conv.weight[0], styles, padding=1)
+        reference = ops.styled_activation_ref(conv, noise, layer.noise.weight, layer.activate.bias, clamp=0.5)
+        unclamped = ops.styled_activation_ref(conv, noise, layer.noise.weight, layer.activate.bias)
+    _close(fast, reference, 1e-5)
+    assert float(fast.abs().max()) <= 0.5 < float(unclamped.abs().max())
+    assert torch.equal(reference, unclamped.clamp(-0.5, 0.5))
+    grads = []  # training: the same gradients (the clip must not break autograd's saved outputs)
+    for fast_form in (True, False):
+        xg = x.clone().requires_grad_(True)
+        if fast_form:
+            out = layer(xg, w, noise)
+        else:
+            conv = ops.modulated_conv2d_ref(xg, layer.conv.weight[0], layer.conv.modulation(w), padding=1)
+            out = ops.styled_activation_ref(conv, noise, layer.noise.weight, layer.activate.bias, clamp=0.5)
+        grads.append(torch.autograd.grad((out * torch.linspace(-1, 1, out.numel()).view_as(out)).sum(), xg)[0])
+    _close(grads[0], grads[1], 1e-5)
+
+
 def test_derived_modulation_weights_change_nothing_but_speed():
     torch.manual_seed(1)
     layer = ModulatedConv2d(6, 4, 3, style_dim=8)

@@ -41,6 +41,15 @@ class GeneratorConfig:
     max_channels: int = 512
     base_channels: int = 16384  # channels(r) = min(max, base * multiplier / r) above 32
     lr_mlp: float = 0.01
+    # Generators converted from elsewhere (NVIDIA pickles); None keeps rosinality's behaviour.
+    z_dim: int | None = None  # mapping input width (None: style_dim)
+    conv_clamp: float | None = None  # clamp of every conv and to-RGB output to +-conv_clamp
+    channel_widths: tuple[int, ...] | None = None  # channels at 4, 8, ..., size (None: the rule above)
+
+    def __post_init__(self) -> None:
+        if self.channel_widths is not None and len(self.channel_widths) != self.log_size - 1:
+            raise ValueError(f"channel_widths needs {self.log_size - 1} entries (4 to {self.size}), "
+                             f"got {len(self.channel_widths)}")
 
     @property
     def log_size(self) -> int:
@@ -75,8 +84,15 @@ class GeneratorConfig:
         """Index in ``convs`` of the upsampling (first) or the second conv of that block."""
         return 2 * GeneratorConfig.block_index(resolution) + (0 if upsampling else 1)
 
+    @property
+    def z_size(self) -> int:
+        """Width of the mapping network's input z."""
+        return self.style_dim if self.z_dim is None else self.z_dim
+
     def channels(self, resolution: int) -> int:
         """Feature channels at a resolution (512 up to 64 for the authors' models)."""
+        if self.channel_widths is not None:
+            return self.channel_widths[_log2(resolution, "resolution") - 2]
         if resolution <= 32:
             return self.max_channels
         scaled = self.base_channels * self.channel_multiplier // resolution

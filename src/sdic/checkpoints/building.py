@@ -157,14 +157,21 @@ def build_generator(checkpoint: Checkpoint) -> Generator:
     else:
         generator = Generator(infer_generator(checkpoint.tensors, "generator."))
     load_into(generator, checkpoint.part("generator."), checkpoint.path)
+    latent_avg = checkpoint.tensors.get("latent_avg")
+    if latent_avg is not None:  # the file's W average: truncation moves toward it
+        generator.set_w_avg(latent_avg)
     return generator
 
 
 def load_generator(path: str | Path, device: str | torch.device = "cpu") -> Generator:
-    """The StyleGAN2 generator of an SDIC / e4e / stylegan2 file (ours or the authors'), eval mode.
+    """The StyleGAN2 generator of any file that holds one, eval mode: an NVIDIA network pickle
+    (``G_ema``), a rosinality ``.pt`` (``g_ema``), the decoder of an authors' SDIC or e4e file,
+    our ``.safetensors``, the exports of ``sdic train``.
 
     Configuration: ours (.safetensors) carry it; the .pt exports of our trainers carry
-    ``sdic_config``; for other authors' files it is inferred from the tensors.
+    ``sdic_config``; NVIDIA pickles describe theirs; for other authors' files it is inferred
+    from the tensors. Truncation (``G.mapping(z, truncation_psi=...)``) moves toward the
+    file's W average (``w_avg`` / ``latent_avg``), or toward one estimated from 10000 z.
     """
     checkpoint = require_kind(read_checkpoint(path), GENERATOR_KINDS, "a file with a StyleGAN2 generator")
     return set_execution(build_generator(checkpoint).to(device).eval(), Execution.inference(device))

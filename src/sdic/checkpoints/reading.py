@@ -13,6 +13,7 @@ from pathlib import Path
 from .authors import from_layout
 from .kinds import Checkpoint
 from .native import read_native
+from .nvidia import is_network_pickle, read_nvidia_checkpoint
 from .sniffing import file_format, torch_load
 
 
@@ -32,6 +33,8 @@ class Reader:
 
 READERS = (
     Reader("sdic safetensors", lambda path, fmt: path.suffix == ".safetensors" or fmt == "safetensors", read_native),
+    Reader("NVIDIA network pickle", lambda path, fmt: fmt == "pickle" and is_network_pickle(path),
+           read_nvidia_checkpoint),
     # Last: every other file, so that a missing, empty or foreign file gets torch_load's clear error.
     Reader("PyTorch pickle in an authors' layout", lambda path, fmt: True, read_authors_checkpoint),
 )

@@ -99,15 +99,17 @@ class StyledConv(nn.Module):
 
     def __init__(
         self, in_channels: int, out_channels: int, style_dim: int, upsample: bool = False,
+        clamp: float | None = None,
     ) -> None:
         super().__init__()
         self.conv = ModulatedConv2d(in_channels, out_channels, 3, style_dim, upsample=upsample)
         self.noise = NoiseInjection()
         self.activate = FusedLeakyReLU(out_channels)
+        self.clamp = clamp  # NVIDIA's conv_clamp (None: no clipping)
 
     def forward(self, x: torch.Tensor, w: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
         out = self.conv(x, w, self.activate.bias * SQRT2, gain=SQRT2)
-        return ops.add_noise_leaky_relu_(out, noise, self.noise.weight * SQRT2)
+        return ops.add_noise_leaky_relu_(out, noise, self.noise.weight * SQRT2, self.clamp)
 
 
 class ToRGB(nn.Module):
@@ -117,15 +119,18 @@ class ToRGB(nn.Module):
     convolution runs in bf16).
     """
 
-    def __init__(self, in_channels: int, style_dim: int, upsample: bool = True) -> None:
+    def __init__(self, in_channels: int, style_dim: int, upsample: bool = True, clamp: float | None = None) -> None:
         super().__init__()
         if upsample:
             self.upsample = _Upsample()
         self.conv = ModulatedConv2d(in_channels, 3, 1, style_dim, demodulate=False)
         self.bias = nn.Parameter(torch.zeros(1, 3, 1, 1))
+        self.clamp = clamp  # NVIDIA's conv_clamp, before the skip is added
 
     def forward(self, x: torch.Tensor, w: torch.Tensor, skip: torch.Tensor | None = None) -> torch.Tensor:
         out = self.conv(x, w, self.bias.view(-1)).float()
+        if self.clamp is not None:
+            out = ops.clamp_(out, self.clamp)
         if skip is not None:
             with fp32_region(out):
                 out = out.add_(self.upsample(skip.float()))
@@ -149,33 +154,44 @@ class TapState:
     skip: torch.Tensor
 
 
+NOISE_MODES = ("const", "none", "random")
+
+
 class Generator(UsesExecution, nn.Module):
-    """StyleGAN2 generator: mapping network ``style`` and the synthesis layers."""
+    """StyleGAN2 generator: mapping network ``style`` and the synthesis layers.
+
+    Besides the split synthesis SDIC needs (:meth:`to_tap`, :meth:`from_tap`), it answers
+    NVIDIA's calls: ``G.mapping(z, truncation_psi=...)`` -> W+ and ``G.synthesis(ws,
+    noise_mode=...)`` -> image, with ``G.num_ws``, ``G.w_dim``, ``G.z_dim``.
+    """
 
     def __init__(self, config: GeneratorConfig, tap_resolution: int | None = None) -> None:
         super().__init__()
         self.config = config
-        style_dim = config.style_dim
+        style_dim, clamp = config.style_dim, config.conv_clamp
         self.style = nn.Sequential(
             PixelNorm(),
-            *[EqualLinear(style_dim, style_dim, lr_mul=config.lr_mlp, activation=True)
-              for _ in range(config.n_mlp)],
+            *[EqualLinear(config.z_size if i == 0 else style_dim, style_dim, lr_mul=config.lr_mlp, activation=True)
+              for i in range(config.n_mlp)],
         )
         self.input = ConstantInput(config.channels(4))
-        self.conv1 = StyledConv(config.channels(4), config.channels(4), style_dim)
-        self.to_rgb1 = ToRGB(config.channels(4), style_dim, upsample=False)
+        self.conv1 = StyledConv(config.channels(4), config.channels(4), style_dim, clamp=clamp)
+        self.to_rgb1 = ToRGB(config.channels(4), style_dim, upsample=False, clamp=clamp)
         self.convs = nn.ModuleList()
         self.to_rgbs = nn.ModuleList()
         in_ch = config.channels(4)
         for resolution in config.block_resolutions:
             out_ch = config.channels(resolution)
-            self.convs.append(StyledConv(in_ch, out_ch, style_dim, upsample=True))
-            self.convs.append(StyledConv(out_ch, out_ch, style_dim))
-            self.to_rgbs.append(ToRGB(out_ch, style_dim))
+            self.convs.append(StyledConv(in_ch, out_ch, style_dim, upsample=True, clamp=clamp))
+            self.convs.append(StyledConv(out_ch, out_ch, style_dim, clamp=clamp))
+            self.to_rgbs.append(ToRGB(out_ch, style_dim, clamp=clamp))
             in_ch = out_ch
         self.noises = nn.Module()
         for i, res in enumerate(config.noise_resolutions):
             self.noises.register_buffer(f"noise_{i}", torch.randn(1, 1, res, res))
+        # The W average truncation moves toward: set from the file (set_w_avg), else estimated
+        # on first use. Not part of the state dict (files keep it as their latent_avg).
+        self.register_buffer("w_avg", None, persistent=False)
         tap = tap_resolution if tap_resolution is not None else config.size // 2
         self.tap_block = config.block_index(tap)
 
@@ -183,18 +199,91 @@ class Generator(UsesExecution, nn.Module):
     def n_latent(self) -> int:
         return self.config.n_latent
 
+    @property
+    def num_ws(self) -> int:
+        """W+ entries (NVIDIA's name for :attr:`n_latent`)."""
+        return self.config.n_latent
+
+    @property
+    def w_dim(self) -> int:
+        return self.config.style_dim
+
+    @property
+    def z_dim(self) -> int:
+        return self.config.z_size
+
+    @property
+    def img_resolution(self) -> int:
+        return self.config.size
+
+    @property
+    def img_channels(self) -> int:
+        return 3
+
     def fixed_noise(self) -> list[torch.Tensor]:
         return [getattr(self.noises, f"noise_{i}") for i in range(self.config.num_noise_layers)]
 
-    def mapping(self, z: torch.Tensor) -> torch.Tensor:
-        """Map z [B, style_dim] to w [B, style_dim]."""
+    def random_noise(self, batch: int, generator: torch.Generator | None = None) -> list[torch.Tensor]:
+        """Fresh noise maps for ``batch`` samples, one per noise layer (``noise_mode="random"``)."""
+        device = self.input.input.device
+        return [torch.randn(batch, 1, side, side, device=device, generator=generator)
+                for side in self.config.noise_resolutions]
+
+    def z_to_w(self, z: torch.Tensor) -> torch.Tensor:
+        """Map z [B, z_dim] to w [B, w_dim] (the mapping network, no broadcast or truncation)."""
         return self.style(z)
 
     @torch.no_grad()
     def mean_latent(self, n: int = 4096, seed: int = 0) -> torch.Tensor:
+        """The mean w [1, w_dim] of ``n`` seeded z."""
         g = torch.Generator().manual_seed(seed)
-        z = torch.randn(n, self.config.style_dim, generator=g).to(self.input.input.device)
-        return self.mapping(z).mean(0, keepdim=True)
+        z = torch.randn(n, self.z_dim, generator=g).to(self.input.input.device)
+        return self.z_to_w(z).mean(0, keepdim=True)
+
+    def set_w_avg(self, w_avg: torch.Tensor) -> None:
+        """Use ``w_avg`` ([w_dim], or one row per W+ entry) as the truncation target."""
+        w_avg = w_avg.detach().float().reshape(-1, self.w_dim)
+        if w_avg.shape[0] not in (1, self.num_ws):
+            raise ValueError(f"w_avg has {w_avg.shape[0]} rows; expected 1 or {self.num_ws}")
+        if torch.equal(w_avg, w_avg[:1].expand_as(w_avg)):
+            w_avg = w_avg[:1]  # e4e and our exports repeat one average per entry
+        self.w_avg = (w_avg[0] if w_avg.shape[0] == 1 else w_avg).to(self.input.input.device)
+
+    def mapping(
+        self, z: torch.Tensor, c: None = None, truncation_psi: float = 1.0, truncation_cutoff: int | None = None,
+    ) -> torch.Tensor:
+        """NVIDIA's mapping: z [B, z_dim] -> W+ [B, num_ws, w_dim], truncated toward ``w_avg``.
+
+        ``truncation_psi`` < 1 moves every entry (the first ``truncation_cutoff`` ones if
+        given) toward the generator's W average. ``c`` (class labels) must be None: only
+        unconditional generators exist here.
+        """
+        if c is not None:
+            raise ValueError("conditional generators (class labels c) are not supported; pass c=None")
+        ws = self.z_to_w(z)[:, None].repeat(1, self.num_ws, 1)
+        if truncation_psi != 1:
+            if self.w_avg is None:
+                self.w_avg = self.mean_latent(10_000)[0]
+            cutoff = self.num_ws if truncation_cutoff is None else truncation_cutoff
+            ws[:, :cutoff] = self.w_avg.expand_as(ws)[:, :cutoff].lerp(ws[:, :cutoff], truncation_psi)
+        return ws
+
+    def noise_for(self, mode: str, batch: int, generator: torch.Generator | None = None) -> list[torch.Tensor]:
+        """Noise inputs for ``noise_mode`` ``const`` (the fixed buffers), ``none`` (zeros) or ``random``."""
+        if mode == "const":
+            return self.fixed_noise()
+        if mode == "none":
+            return [torch.zeros_like(n) for n in self.fixed_noise()]
+        if mode == "random":
+            return self.random_noise(batch, generator)
+        raise ValueError(f"noise_mode must be one of {', '.join(NOISE_MODES)}, got {mode!r}")
+
+    def synthesis(self, ws: torch.Tensor, noise_mode: str = "const") -> torch.Tensor:
+        """NVIDIA's synthesis: W+ [B, num_ws, w_dim] -> float image [B, 3, R, R] (unclamped, about [-1, 1])."""
+        if ws.ndim != 3 or tuple(ws.shape[1:]) != (self.num_ws, self.w_dim):
+            raise ValueError(f"ws must be [B, {self.num_ws}, {self.w_dim}], got {list(ws.shape)}")
+        image, _ = self(ws, self.noise_for(noise_mode, ws.shape[0]))
+        return image
 
     def to_tap(
         self, w: torch.Tensor, noise: list[torch.Tensor] | None = None, compute_tap: bool = True,

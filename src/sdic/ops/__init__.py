@@ -21,6 +21,7 @@ from .conv import (
 from .execution import TRAINING, Execution, UsesExecution, derived, micro_batched, set_derived, set_execution
 from .modulated_conv import (
     add_noise_leaky_relu_,
+    clamp_,
     compute_dtype,
     demodulation_energy,
     fp32_region,
@@ -32,7 +33,7 @@ from .modulated_conv import (
 from .upfirdn2d import fir_kernel, upfirdn2d, upfirdn2d_ref
 
 __all__ = [
-    "TRAINING", "Execution", "UsesExecution", "add_noise_leaky_relu_", "bn_is_frozen", "compute_dtype",
+    "TRAINING", "Execution", "UsesExecution", "add_noise_leaky_relu_", "bn_is_frozen", "clamp_", "compute_dtype",
     "conv_bn_folded", "conv_bn_ref", "conv_transpose_k4s2", "conv_transpose_k4s2_ref", "demodulation_energy",
     "derived", "fir_kernel", "fold_bn", "fp32_region", "is_k4s2_transpose", "micro_batched", "modulated_conv2d",
     "modulated_conv2d_ref", "polyphase_weight", "prefers_per_sample", "run_conv", "set_derived", "set_execution",

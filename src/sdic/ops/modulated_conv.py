@@ -118,17 +118,29 @@ def modulated_conv2d_ref(
     return out.view(batch, out_ch, *out.shape[2:])
 
 
-def add_noise_leaky_relu_(x: torch.Tensor, noise: torch.Tensor, strength: torch.Tensor) -> torch.Tensor:
-    """In place: ``leaky_relu(x + strength * noise, 0.2)``; with the bias and the gain sqrt(2)
-    folded into the convolution (leaky ReLU is positively homogeneous) this is the styled conv's
-    epilogue, :func:`styled_activation_ref`, in one pass over the output instead of five."""
+def add_noise_leaky_relu_(
+    x: torch.Tensor, noise: torch.Tensor, strength: torch.Tensor, clamp: float | None = None,
+) -> torch.Tensor:
+    """In place: ``leaky_relu(x + strength * noise, 0.2)``, then clipped to +-``clamp`` if given;
+    with the bias and the gain sqrt(2) folded into the convolution (leaky ReLU is positively
+    homogeneous) this is the styled conv's epilogue, :func:`styled_activation_ref`, in one pass
+    over the output instead of five."""
     x = x.add_((noise * strength).to(x.dtype))
-    return F.leaky_relu_(x, 0.2)
+    x = F.leaky_relu_(x, 0.2)
+    return x if clamp is None else clamp_(x, clamp)
+
+
+def clamp_(x: torch.Tensor, clamp: float) -> torch.Tensor:
+    """``x`` clipped to +-``clamp``: in place, except where autograd needs ``x`` unchanged."""
+    return torch.clamp(x, -clamp, clamp) if x.requires_grad else x.clamp_(-clamp, clamp)
 
 
 def styled_activation_ref(
     x: torch.Tensor, noise: torch.Tensor, noise_weight: torch.Tensor, bias: torch.Tensor,
+    clamp: float | None = None,
 ) -> torch.Tensor:
-    """The authors' epilogue of a styled conv: noise, bias, leaky ReLU 0.2, gain sqrt(2)."""
+    """The authors' epilogue of a styled conv: noise, bias, leaky ReLU 0.2, gain sqrt(2), and
+    NVIDIA's ``conv_clamp`` (clip to +-clamp after the gain) if given."""
     x = x + noise_weight * noise
-    return F.leaky_relu(x + bias.view(1, -1, 1, 1), 0.2) * math.sqrt(2.0)
+    x = F.leaky_relu(x + bias.view(1, -1, 1, 1), 0.2) * math.sqrt(2.0)
+    return x if clamp is None else torch.clamp(x, -clamp, clamp)

@@ -225,9 +225,9 @@ class E4EStage:
 
     def _discriminator_step(self, codes: torch.Tensor, step: int) -> dict[str, torch.Tensor]:
         cfg, env = self.config, self.env
-        z = env.ctx.shard(env.random.normal(self.global_batch, self.model.generator.style_dim))
+        z = env.ctx.shard(env.random.normal(self.global_batch, self.model.generator.z_size))
         with torch.no_grad():
-            real_w = self.generator.mapping(z)
+            real_w = self.generator.z_to_w(z)
         real_w = self._pooled(self.real_pool, real_w)
         fake_w = self._pooled(self.fake_pool, codes[:, 0])
         real_pred, fake_pred = self.latent_d(real_w), self.latent_d(fake_w)

@@ -117,7 +117,7 @@ class StyleGAN2Stage:
         self.global_batch = config.run.batch_size * env.ctx.world_size
         self.beta = ema_beta(self.global_batch, config.ema_kimg)
         z_gen = torch.Generator().manual_seed(config.run.seed + SAMPLE_GRID_SEED_OFFSET)
-        self.sample_z = torch.randn(config.samples, gcfg.style_dim, generator=z_gen).to(env.ctx.device)
+        self.sample_z = torch.randn(config.samples, gcfg.z_size, generator=z_gen).to(env.ctx.device)
 
     # ------------------------------------------------------------ protocol
     def modules(self) -> dict[str, nn.Module]:
@@ -139,15 +139,15 @@ class StyleGAN2Stage:
     def latents(self, global_batch: int) -> torch.Tensor:
         """W+ codes for this process's share of ``global_batch`` samples (style mixing included)."""
         rnd, ctx = self.env.random, self.env.ctx
-        n_latent, dim = self.model.n_latent, self.model.generator.style_dim
+        n_latent, dim = self.model.n_latent, self.model.generator.z_size
         if self.config.mixing > 0 and rnd.uniform() < self.config.mixing:
             z = ctx.shard(rnd.normal(global_batch, 2, dim))
             cut = rnd.integer(1, n_latent)
-            w1 = self.generator.mapping(z[:, 0])
-            w2 = self.generator.mapping(z[:, 1])
+            w1 = self.generator.z_to_w(z[:, 0])
+            w2 = self.generator.z_to_w(z[:, 1])
             return torch.cat([broadcast_latents(w1, cut), broadcast_latents(w2, n_latent - cut)], dim=1)
         z = ctx.shard(rnd.normal(global_batch, dim))
-        return broadcast_latents(self.generator.mapping(z), n_latent)
+        return broadcast_latents(self.generator.z_to_w(z), n_latent)
 
     def noise(self, global_batch: int) -> list[torch.Tensor]:
         return self.env.generator_noise(self.model.generator, global_batch)
@@ -242,7 +242,7 @@ class StyleGAN2Stage:
     # ----------------------------------------------------------- reporting
     @torch.no_grad()
     def samples(self, z: torch.Tensor) -> torch.Tensor:
-        w = broadcast_latents(self.g_ema.mapping(z), self.model.n_latent)
+        w = broadcast_latents(self.g_ema.z_to_w(z), self.model.n_latent)
         image, _ = self.g_ema(w)
         return image
 
@@ -277,7 +277,7 @@ class StyleGAN2Stage:
         fakes = []
         for start in range(0, self.config.fid_samples, 32):
             n = min(32, self.config.fid_samples - start)
-            z = torch.randn(n, self.model.generator.style_dim, generator=g).to(self.env.ctx.device)
+            z = torch.randn(n, self.model.generator.z_size, generator=g).to(self.env.ctx.device)
             fakes.append(self.samples(z).clamp(-1, 1).cpu())
         reals = torch.stack([val_set[i] for i in range(len(val_set))])
         return fid_from_tensors(torch.cat(fakes), reals, input_range=(-1.0, 1.0), device=self.env.ctx.device)

@@ -51,7 +51,7 @@ class GeneratorLike(Protocol):
 
     n_latent: int
 
-    def mapping(self, z: torch.Tensor) -> torch.Tensor: ...
+    def z_to_w(self, z: torch.Tensor) -> torch.Tensor: ...
 
     def fixed_noise(self) -> list[torch.Tensor]: ...
 
@@ -131,11 +131,11 @@ def sample_w(generator: GeneratorLike, n: int, style_dim: int, seed: int, trunca
     """``n`` mapped codes ``w`` [n, D] from seeded ``z``; truncated towards the mean if ``truncation`` < 1."""
     z = torch.randn(n, style_dim, generator=torch.Generator().manual_seed(seed))
     with torch.no_grad():
-        w = torch.cat([generator.mapping(z[i:i + batch_size].to(device)) for i in range(0, n, batch_size)])
+        w = torch.cat([generator.z_to_w(z[i:i + batch_size].to(device)) for i in range(0, n, batch_size)])
         if truncation != 1.0:
             g = torch.Generator().manual_seed(TRUNCATION_MEAN_SEED)
             mean_z = torch.randn(TRUNCATION_MEAN_SAMPLES, style_dim, generator=g)
-            mean = generator.mapping(mean_z.to(device)).mean(0, keepdim=True)
+            mean = generator.z_to_w(mean_z.to(device)).mean(0, keepdim=True)
             w = mean + truncation * (w - mean)
     return w
 
