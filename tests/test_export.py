@@ -69,7 +69,7 @@ def _check(name: str, expected: torch.Tensor, actual, label: str) -> None:
 def _inputs(model, reference, graph: str, batch: int) -> dict[str, torch.Tensor]:
     inversion, _, direction = reference
     if graph == "inversion":
-        return {"image": inversion.input[:batch]}
+        return {"input": inversion.input[:batch]}
     return {"latents": inversion.latents[:batch], "feature": inversion.feature[:batch],
             "tap": inversion.tap[:batch], "direction": direction, "factor": torch.tensor(FACTORS[:batch])}
 
@@ -77,7 +77,8 @@ def _inputs(model, reference, graph: str, batch: int) -> dict[str, torch.Tensor]
 def _expected(model, reference, graph: str, batch: int) -> dict[str, torch.Tensor]:
     inversion, edits, _ = reference
     source = inversion if graph == "inversion" else edits
-    return {spec.name: getattr(source, spec.name)[:batch] for spec in graph_specs(model.config)[graph][1]}
+    fields = [spec.name.removeprefix("edited_") for spec in graph_specs(model.config)[graph][1]]
+    return {name: getattr(source, name)[:batch] for name in fields}
 
 
 def _check_graphs(model, reference, run, label: str) -> None:

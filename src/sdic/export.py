@@ -2,11 +2,13 @@
 
 Two graphs, both with a dynamic batch dimension (docs/formats.md, "Export"):
 
-* ``inversion``: the input canvas [B, 3, S, S] -> codes, discrepancy, latents (W'), feature (F),
+* ``inversion``: input (the canvas [B, 3, S, S]) -> codes, discrepancy, latents (W'), feature (F),
   tap (G7), initial_image, image (:meth:`SDICModel.forward`);
-* ``edit``: latents, feature, tap, direction, factor -> image, latents, feature, tap: the linear
-  edit ``W_e = W' + factor * d`` rendered with the compensation carried along
-  (:func:`sdic.model.compensated_synthesis`); its outputs feed a further edit.
+* ``edit``: latents, feature, tap, direction, factor -> image, edited_latents, edited_feature,
+  edited_tap: the linear edit ``W_e = W' + factor * d`` rendered with the compensation carried
+  along (:func:`sdic.model.compensated_synthesis`); its outputs feed a further edit.
+
+(ONNX names a value once: inputs and outputs cannot share a name.)
 
 The graphs are traced under :meth:`Execution.export` (folded fp32 weights, whole batches) with
 the model's fixed noise; every export writes ``manifest.json`` beside them (tensor names and
@@ -91,7 +93,7 @@ def graph_specs(config: SDICConfig) -> dict[str, tuple[list[TensorSpec], list[Te
     latents = TensorSpec("latents", (b, n, d), "compensated W+ code W' (edited W_e after an edit)")
     feature = TensorSpec("feature", (b, c, t, t), "compensated tap feature F")
     tap = TensorSpec("tap", (b, c, t, t), "the generator's own tap feature G7 for the latents")
-    inversion_in = [TensorSpec("image", (b, 3, s, s), "input canvas, RGB in [-1, 1] (see framing)")]
+    inversion_in = [TensorSpec("input", (b, 3, s, s), "the input canvas, RGB in [-1, 1] (see framing)")]
     inversion_out = [
         TensorSpec("codes", (b, n, d), "e4e W+ codes (latent average added)"),
         TensorSpec("discrepancy", (b, 3, s, s), "DIPN discrepancy map"),
@@ -104,9 +106,9 @@ def graph_specs(config: SDICConfig) -> dict[str, tuple[list[TensorSpec], list[Te
                                                "(repeat a [style_dim] vector over the rows)"),
                TensorSpec("factor", (b,), "edit strength per sample (0: no edit)")]
     edit_out = [TensorSpec("image", (b, 3, r, r), "edited image, [-1, 1] unclamped"),
-                TensorSpec("latents", (b, n, d), "edited code W_e = latents + factor * direction"),
-                TensorSpec("feature", (b, c, t, t), "compensated feature of the edit, F - G7 + G7_e"),
-                TensorSpec("tap", (b, c, t, t), "tap feature G7_e of the edited code")]
+                TensorSpec("edited_latents", (b, n, d), "edited code W_e = latents + factor * direction"),
+                TensorSpec("edited_feature", (b, c, t, t), "compensated feature of the edit, F - G7 + G7_e"),
+                TensorSpec("edited_tap", (b, c, t, t), "tap feature G7_e of the edited code")]
     return {"inversion": (inversion_in, inversion_out), "edit": (edit_in, edit_out)}
 
 
@@ -118,8 +120,8 @@ class InversionGraph(nn.Module):
         self.model = model
         self.outputs = [spec.name for spec in graph_specs(model.config)["inversion"][1]]
 
-    def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        result = self.model(image)
+    def forward(self, input: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        result = self.model(input)
         return tuple(getattr(result, name) for name in self.outputs)
 
 
