@@ -67,3 +67,23 @@ def test_other_devices_get_the_whole_batch():
     with torch.no_grad():
         module(x, scale, extras, shared=shared)
     assert module.seen == [8]
+
+
+def test_the_export_execution_folds_weights_but_keeps_transposed_convolutions():
+    """``Execution.export``: BN folded, no polyphase kernels, whole batches, same results."""
+    from sdic.networks.layers import BasicConv
+
+    torch.manual_seed(0)
+    conv = BasicConv(4, 3, deconv=True, is_3d=True, kernel_size=4, stride=2, padding=1).eval()
+    with torch.no_grad():
+        conv.bn.running_mean.normal_()
+        conv.bn.running_var.uniform_(0.5, 2.0)
+        x = torch.randn(2, 4, 3, 5, 5)
+        expected = conv(x)  # the training execution: the modules as they are
+        set_execution(conv, Execution.export())
+        assert set(conv.__dict__["_derived"]) == {"weight", "bias"}
+        assert torch.allclose(conv(x), expected, atol=1e-5)
+        set_execution(conv, Execution.inference("cpu"))
+        assert "phase_weight" in conv.__dict__["_derived"]
+    export = Execution.export()
+    assert export.frozen and not export.split_batches and not export.per_sample_modulation

@@ -251,16 +251,29 @@ class SDICModel(nn.Module):
         self, inversion: Inversion, edited: torch.Tensor, noise: list[torch.Tensor] | None = None,
     ) -> Inversion:
         """Render edited latents with the feature compensation F - G7 + G7_e."""
-        state = self.generator.to_tap(edited, noise)
-        feature = inversion.feature.to(self.device) - inversion.tap.to(self.device) + state.feature
-        image = self.generator.from_tap(edited, feature, state.skip, noise)
-        return replace(inversion, latents=edited, image=image, feature=feature, tap=state.feature)
+        image, feature, tap = compensated_synthesis(
+            self.generator, edited, inversion.feature.to(self.device), inversion.tap.to(self.device), noise)
+        return replace(inversion, latents=edited, image=image, feature=feature, tap=tap)
 
     @torch.no_grad()
     def generate(self, latents: torch.Tensor, noise: list[torch.Tensor] | None = None) -> torch.Tensor:
         """Plain generator output for W+ latents (e.g. e4e codes without compensation)."""
         image, _ = self.generator(latents.to(self.device), noise)
         return image
+
+
+def compensated_synthesis(
+    generator: Generator, edited: torch.Tensor, feature: torch.Tensor, tap: torch.Tensor,
+    noise: list[torch.Tensor] | None = None,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(image, F_e, G7_e) for edited latents: ``G(W_e, tap := F - G7 + G7_e)``, F_e = F - G7 + G7_e.
+
+    ``feature`` (F) and ``tap`` (G7) come from the inversion (or the previous edit); F_e and
+    G7_e are what a further edit of the result needs.
+    """
+    state = generator.to_tap(edited, noise)
+    compensated = feature - tap + state.feature
+    return generator.from_tap(edited, compensated, state.skip, noise), compensated, state.feature
 
 
 def weights_digest(state: dict[str, torch.Tensor]) -> str:

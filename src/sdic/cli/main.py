@@ -15,7 +15,7 @@ from ..devices import resolve_device
 from ..errors import SDICError
 from ..runtime import keep_freed_memory
 
-COMMAND_MODULES = ("inference", "convert", "generate", "evaluate", "demo", "train", "directions", "ui")
+COMMAND_MODULES = ("inference", "convert", "generate", "evaluate", "demo", "train", "directions", "ui", "export")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -122,7 +122,7 @@ class BasicConv(UsesExecution, nn.Module):
         set_derived(self, "weight", weight)
         if bias is not None:
             set_derived(self, "bias", bias)
-        if is_k4s2_transpose(self.conv):
+        if self.execution.polyphase and is_k4s2_transpose(self.conv):
             set_derived(self, "phase_weight", polyphase_weight(weight))
 
     def folded(self) -> tuple[torch.Tensor, torch.Tensor | None] | None:

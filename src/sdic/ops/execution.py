@@ -33,12 +33,17 @@ class Execution:
       activations (slower to train, so off in training).
     * ``weight_dtype``: with a frozen execution, the modulated convolutions keep a copy of their
       weights in this dtype (the autocast dtype the model runs in), cast once instead of per call.
+    * ``polyphase``: with a frozen execution, kernel-4 stride-2 transposed convolutions run as one
+      ordinary convolution over their output phases (``ops.conv_transpose_k4s2``: oneDNN's direct
+      kernel instead of its slow backward-data one). Off for exported graphs, where the phase
+      interleaving is hundreds of slicing nodes and a runtime has its own transposed convolution.
     """
 
     frozen: bool = False
     split_batches: bool = False
     per_sample_modulation: bool = False
     weight_dtype: torch.dtype | None = None
+    polyphase: bool = True
 
     @classmethod
     def training(cls) -> Execution:
@@ -56,6 +61,13 @@ class Execution:
         """Inference on ``device``: derived weights; per-sample work on CPUs (see the fields)."""
         cpu = torch.device(device).type == "cpu"
         return cls(frozen=True, split_batches=cpu, per_sample_modulation=True, weight_dtype=weight_dtype)
+
+    @classmethod
+    def export(cls) -> Execution:
+        """Graphs for other runtimes (``sdic.export``): derived fp32 weights, whole batches and
+        activation modulation (no Python loop over the samples, so the batch dimension stays
+        dynamic), transposed convolutions as such."""
+        return cls(frozen=True, polyphase=False)
 
 
 TRAINING = Execution.training()
@@ -141,7 +153,7 @@ def micro_batched(size: int) -> Callable[[_Forward], _Forward]:
         @functools.wraps(forward)
         def run(self: nn.Module, first: torch.Tensor, *args: object, **kwargs: object) -> object:
             batch = first.shape[0]
-            if batch <= size or not self.execution.split_batches:  # type: ignore[attr-defined]
+            if not self.execution.split_batches or batch <= size:  # type: ignore[attr-defined]
                 return forward(self, first, *args, **kwargs)
             parts = []
             for start in range(0, batch, size):
