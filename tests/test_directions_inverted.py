@@ -184,4 +184,4 @@ def test_cli_assess_inverted_on_the_tiny_model(tiny_checkpoint, tmp_path, capsys
     assert "no target / latent_std" in capsys.readouterr().err
     assert main(["directions", "assess-inverted", str(tiny_checkpoint), str(folder), "--classifier", str(classifier),
                  "--directions", str(direction), "-o", str(out), "--steps", "4"]) == 2
-    assert "steps must be odd" in capsys.readouterr().err
+    assert "odd number of steps" in capsys.readouterr().err
