@@ -804,3 +804,31 @@ def test_ema_rampup_limits_the_half_life_early_and_not_late():
     assert ema_beta(16, 10.0, 99, 0.05) == pytest.approx(0.5 ** (16 / 80))
     assert ema_beta(16, 10.0, 10**6, 0.05) == ema_beta(16, 10.0) == pytest.approx(0.5 ** (16 / 10000))
     assert ema_beta(16, 10.0, 99, None) == ema_beta(16, 10.0)
+
+
+def test_stylegan2_init_starts_the_generator_from_a_trained_one(tmp_path, images, generator_file):
+    """With lr 0 nothing moves, so the exported g_ema is the init file's generator, tensor for tensor."""
+    result = train("stylegan2", stage_config("stylegan2", tmp_path / "run", images, 1, "stddev_group=2",
+                                             f"init={generator_file}", "g_optim.lr=0", "path_reg=0"))
+    ours = read_checkpoint(result.run_dir / "stylegan2.safetensors").part("generator.")
+    source = read_checkpoint(generator_file).part("generator.")
+    assert ours.keys() == source.keys()
+    for name, tensor in source.items():
+        assert torch.equal(ours[name], tensor), name
+
+
+def test_stylegan2_init_of_another_architecture_is_refused_by_name(tmp_path, images):
+    from sdic.checkpoints import CheckpointError
+
+    with pytest.raises(CheckpointError, match="model:"):  # the bundled faces64 generator is no tiny one
+        train("stylegan2", stage_config("stylegan2", tmp_path / "run", images, 1, "stddev_group=2", "init=default"))
+
+
+def test_e4e_init_starts_the_encoder_from_a_trained_one(tmp_path, images, generator_file, e4e_file):
+    result = train("e4e", stage_config("e4e", tmp_path / "run", images, 1, f"generator={generator_file}",
+                                       f"init={e4e_file}", "optim.lr=0", "losses.identity=0", "run.batch_size=2"))
+    ours = read_checkpoint(result.run_dir / "e4e.safetensors").part("encoder.")
+    source = read_checkpoint(e4e_file).part("encoder.")
+    for name, tensor in source.items():
+        if not name.endswith(("running_mean", "running_var", "num_batches_tracked")):  # BN statistics do move
+            assert torch.equal(ours[name], tensor), name

@@ -8,10 +8,9 @@
 #   STAGES=data,stylegan2 bash tools/train_default_model.sh   # only some stages
 #   WORK=/elsewhere bash tools/train_default_model.sh
 #
-# Status: stages data and stylegan2 are the exact v1 commands (the generator run was started
-# with them, in the background, at run.threads=1 next to other work). The later stages carry
-# v0's commands on the v1 paths; their v1 budgets, tap resolution and SDIC capacity are set by
-# the session that runs them (issue text: e4e, SDIC, directions on inverted held-out faces).
+# v1 fine-tunes v0 stage by stage (init=default): a 2-core CPU session cannot retrain the stack
+# from scratch, and with init every session's compute adds up. Stop a stage with SIGTERM (it
+# saves); the next stage reads that stage's exports.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 WORK=${WORK:-/work}
@@ -19,7 +18,7 @@ DATA=$WORK/data
 RUNS=$WORK/runs/v1
 STAGES=${STAGES:-data,stylegan2,e4e,sdic,directions,package}
 SG_STEPS=${SG_STEPS:-100000}     # an upper bound: stop (SIGTERM saves) once val/fid stops improving
-SG_THREADS=${SG_THREADS:-1}      # 1 on a shared 2-core machine
+SG_THREADS=${SG_THREADS:-2}      # 1 when another job shares the 2-core machine
 # bf16 + channels-last only pay on CPUs with avx512_bf16 (grep avx512_bf16 /proc/cpuinfo); on an
 # AVX2-only CPU bf16 is emulated and several times slower: SG_PRECISION=fp32 SG_CHANNELS_LAST=false
 E4E_STEPS=${E4E_STEPS:-3000}
@@ -37,34 +36,37 @@ if want data; then
     python -m tools.faces_dataset.build --seed 1 --count 5000 --size 64 --out "$DATA/faces64_heldout" --workers 1 --quiet
 fi
 
-# 2. StyleGAN2 64x64, StyleGAN2's own discriminator (configs/stylegan2_faces64.yaml, as v0) run much
-#    longer; FID of 500 g_ema samples vs the 500 validation images (a 2 % split of the training
-#    folder, not trained on) every 2,500 steps. bf16 autocast + channels-last: measured 2x faster
-#    per step on this CPU (docs/training.md, Speed). The projected discriminator was tried first
-#    (configs/stylegan2_faces64_projected.yaml, same overrides) and stopped after 550 steps: in the
-#    interleaved benchmark (docs/training.md) its FID was worse than the standard one's at 0.6 and
-#    1.3 kimg and rising; rerun that benchmark longer before switching.
+# 2. StyleGAN2 64x64, StyleGAN2's own discriminator (configs/stylegan2_faces64.yaml, as v0), started
+#    from v0's generator (init=default: the bundled model's, 49 kimg) so every session's compute
+#    adds up instead of restarting; the discriminator starts fresh. FID of 500 g_ema samples vs
+#    the 500 validation images (a 2 % split of the training folder, not trained on) every 1,000
+#    steps. bf16 autocast + channels-last: about 2x faster per step than fp32 on a CPU with
+#    AVX-512 BF16 (docs/training.md, Speed). The projected discriminator was tried first
+#    (configs/stylegan2_faces64_projected.yaml) and lost at 0.6-1.3 kimg (docs/training.md).
 if want stylegan2; then
-    python -m sdic.cli.main train stylegan2 configs/stylegan2_faces64.yaml \
+    python -m sdic.cli.main train stylegan2 configs/stylegan2_faces64.yaml init=default \
         data.path="$DATA/faces64/images" run.out="$RUNS/stylegan2" run.steps="$SG_STEPS" \
         run.threads="$SG_THREADS" run.precision="${SG_PRECISION:-bf16}" run.channels_last="${SG_CHANNELS_LAST:-true}" run.progress=false \
-        run.checkpoint_every=100 fid_every=2500 fid_samples=500 $(resume "$RUNS/stylegan2")
+        run.checkpoint_every=100 fid_every=1000 fid_samples=500 $(resume "$RUNS/stylegan2")
 fi
 
-# 3. e4e on the frozen generator (v0's command; v1 budget to be set)
+# 3. e4e on the frozen v1 generator, its encoder started from v0's (init=default), every W+ delta
+#    on from the start (v0's encoder already uses them all)
 if want e4e; then
     python -m sdic.cli.main train e4e configs/e4e_faces64.yaml generator="$RUNS/stylegan2/stylegan2.safetensors" \
-        data.path="$DATA/faces64/images" data.val_path="$DATA/faces64_heldout/images" \
-        run.out="$RUNS/e4e" run.steps="$E4E_STEPS" optim.lr=3e-4 progressive_start=200 progressive_every=150 \
-        run.val_every=500 run.image_every=500 run.progress=false run.threads=2 $(resume "$RUNS/e4e")
+        init=default data.path="$DATA/faces64/images" data.val_path="$DATA/faces64_heldout/images" \
+        run.out="$RUNS/e4e" run.steps="$E4E_STEPS" optim.lr=3e-4 progressive_start=-1 \
+        run.val_every=500 run.image_every=500 run.progress=false run.threads="$SG_THREADS" \
+        run.precision="${SG_PRECISION:-bf16}" $(resume "$RUNS/e4e")
 fi
 
-# 4. SDIC (DIPN + DICN) on the frozen e4e and generator (v0's command; v1 budget to be set)
+# 4. SDIC (DIPN + DICN) on the frozen v1 e4e and generator, started from v0's DIPN/DICN (init=default)
 if want sdic; then
-    python -m sdic.cli.main train sdic configs/sdic_faces64.yaml e4e="$RUNS/e4e/e4e.safetensors" \
+    python -m sdic.cli.main train sdic configs/sdic_faces64.yaml e4e="$RUNS/e4e/e4e.safetensors" init=default \
         data.path="$DATA/faces64/images" data.val_path="$DATA/faces64_heldout/images" \
         run.out="$RUNS/sdic" run.steps="$SDIC_STEPS" run.batch_size=4 \
-        run.val_every=500 run.image_every=500 run.progress=false run.threads=2 $(resume "$RUNS/sdic")
+        run.val_every=500 run.image_every=500 run.progress=false run.threads="$SG_THREADS" \
+        run.precision="${SG_PRECISION:-bf16}" $(resume "$RUNS/sdic")
 fi
 
 # 5. attribute classifier on the dataset's labels, then directions in the generator's W

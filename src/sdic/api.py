@@ -7,11 +7,11 @@ from pathlib import Path
 
 import torch
 
-from .checkpoints import CheckpointError, Kind, build_model, read_checkpoint, require_kind
+from .checkpoints import Kind, build_model, read_checkpoint, require_kind
+from .checkpoints.bundled import BUNDLED_MODELS, bundled_path, resolve_source
 from .devices import resolve_device
 from .model import SDICModel, check_precision
 
-BUNDLED_MODELS: dict[str, str] = {"default": "faces64.safetensors"}  # name -> file in sdic/data/models (docs/default_model.md)
 # What a bundled model is not for, said once when it is used on photos (``--align``).
 BUNDLED_PHOTO_NOTES: dict[str, str] = {
     "default": "the bundled model 'default' was trained on synthetic cartoon faces (docs/default_model.md); "
@@ -19,12 +19,8 @@ BUNDLED_PHOTO_NOTES: dict[str, str] = {
 }
 
 
-def _bundled_path(name: str) -> Path | None:
-    from importlib import resources
-
-    if name not in BUNDLED_MODELS:
-        return None
-    return Path(str(resources.files("sdic") / "data" / "models" / BUNDLED_MODELS[name]))
+_bundled_path = bundled_path  # the name the tests import
+__all__ = ["BUNDLED_MODELS", "load", "photo_note"]
 
 
 def load(
@@ -41,11 +37,7 @@ def load(
     if precision == "fp16" and device.type == "cpu":
         warnings.warn("fp16 on a CPU runs PyTorch's reference convolutions, many times slower than fp32; "
                       "it is meant for GPUs without bf16 (on a CPU use fp32 or bf16)", stacklevel=2)
-    path = _bundled_path(str(path_or_name)) or Path(path_or_name)
-    if not path.exists() and not str(path_or_name).endswith((".pt", ".pth", ".safetensors", ".ckpt")) \
-            and "/" not in str(path_or_name):
-        known = ", ".join(sorted(BUNDLED_MODELS)) or "none yet"
-        raise CheckpointError(f"{path_or_name}: no such file, and not a bundled model name (bundled: {known})")
+    path = resolve_source(path_or_name)
     checkpoint = require_kind(read_checkpoint(path), (Kind.SDIC,), "an SDIC checkpoint")
     model = build_model(checkpoint, precision)
     model.source = str(path_or_name)
@@ -56,7 +48,7 @@ def photo_note(model: SDICModel) -> str | None:
     """The note for aligning photos for a bundled model (loaded by name or from its file), else None."""
     source = str(model.source or "")
     for name, note in BUNDLED_PHOTO_NOTES.items():
-        bundled = _bundled_path(name)
+        bundled = bundled_path(name)
         if source == name or (bundled is not None and source and Path(source).resolve() == bundled.resolve()):
             return note
     return None

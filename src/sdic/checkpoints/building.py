@@ -18,6 +18,7 @@ from ..model import SDICModel
 from ..networks import Generator
 from ..ops import Execution, set_execution
 from .authors import infer_generator
+from .bundled import resolve_source
 from .kinds import GENERATOR_KINDS, KINDS, MODEL_PARTS, Checkpoint, CheckpointError, require_kind
 from .native import CONFIG_MISMATCH, save_tensors
 from .reading import read_checkpoint
@@ -163,17 +164,18 @@ def build_generator(checkpoint: Checkpoint) -> Generator:
     return generator
 
 
-def load_generator(path: str | Path, device: str | torch.device = "cpu") -> Generator:
+def load_generator(path_or_name: str | Path, device: str | torch.device = "cpu") -> Generator:
     """The StyleGAN2 generator of any file that holds one, eval mode: an NVIDIA network pickle
     (``G_ema``), a rosinality ``.pt`` (``g_ema``), the decoder of an authors' SDIC or e4e file,
-    our ``.safetensors``, the exports of ``sdic train``.
+    our ``.safetensors``, the exports of ``sdic train``, a bundled model's name (``"default"``).
 
     Configuration: ours (.safetensors) carry it; the .pt exports of our trainers carry
     ``sdic_config``; NVIDIA pickles describe theirs; for other authors' files it is inferred
     from the tensors. Truncation (``G.mapping(z, truncation_psi=...)``) moves toward the
     file's W average (``w_avg`` / ``latent_avg``), or toward one estimated from 10000 z.
     """
-    checkpoint = require_kind(read_checkpoint(path), GENERATOR_KINDS, "a file with a StyleGAN2 generator")
+    checkpoint = require_kind(read_checkpoint(resolve_source(path_or_name)), GENERATOR_KINDS,
+                              "a file with a StyleGAN2 generator")
     return set_execution(build_generator(checkpoint).to(device).eval(), Execution.inference(device))
 
 

@@ -111,6 +111,7 @@ class StyleGAN2Config:
     """StyleGAN2 (rosinality recipe): non-saturating loss, lazy R1, EMA, mixing, path length."""
 
     model: dict = field(default_factory=lambda: {"preset": "tiny"})
+    init: str = ""  # optional generator file (any load_generator source) to start G and g_ema from
     run: RunConfig = field(default_factory=lambda: RunConfig(out="runs/stylegan2", batch_size=16))
     data: DataConfig = field(default_factory=DataConfig)
     g_optim: OptimConfig = field(default_factory=gan_adam)
@@ -145,6 +146,7 @@ class E4EConfig:
     model: dict = field(default_factory=dict)
     generator: str = ""  # StyleGAN2 checkpoint (ours or rosinality layout), frozen
     encoder_init: str = ""  # optional IR-SE50 file (ArcFace) for the encoder body, as e4e does
+    init: str = ""  # optional e4e or SDIC file whose encoder this one starts from (fine-tuning)
     run: RunConfig = field(default_factory=lambda: RunConfig(out="runs/e4e", batch_size=8))
     data: DataConfig = field(default_factory=DataConfig)
     optim: OptimConfig = field(default_factory=lambda: ranger(1e-4))

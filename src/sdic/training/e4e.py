@@ -121,6 +121,8 @@ class E4EStage:
         encoder = Encoder4Editing(self.model.encoder, g.n_latent, g.style_dim)
         if config.encoder_init:
             load_arcface_body(encoder, config.encoder_init)
+        if config.init:  # after encoder_init: a whole trained encoder wins over a body
+            load_part(encoder, read_source(config.init, (Kind.E4E, Kind.SDIC), "init"), "encoder.")
         if env.ctx.distributed and config.sync_batchnorm:
             sync_batchnorm(encoder)
         self.encoder = env.prepare(encoder).train()

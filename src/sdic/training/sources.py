@@ -1,6 +1,6 @@
 """Reading the networks a stage starts from (generator, e4e encoder, SDIC), in any supported format.
 
-Supported: our ``.safetensors`` files (kinds ``stylegan2``, ``e4e``, ``sdic``;
+Supported: the bundled models by name (``default``), our ``.safetensors`` files (kinds ``stylegan2``, ``e4e``, ``sdic``;
 they carry their model configuration) and the authors' pickles read by
 :func:`sdic.checkpoints.read_checkpoint` (rosinality StyleGAN2, e4e, SDIC).
 The ``.pt`` files our trainers write in those layouts carry their
@@ -16,11 +16,13 @@ from pathlib import Path
 from torch import nn
 
 from ..checkpoints import Checkpoint, CheckpointError, Kind, load_into, read_checkpoint, require_kind
+from ..checkpoints.bundled import resolve_source
 
 
-def read_source(path: str | Path, kinds: tuple[Kind, ...], what: str) -> Checkpoint:
-    """Read ``path`` and check it is one of ``kinds``."""
-    return require_kind(read_checkpoint(path), kinds, f"a file usable as {what} (kinds: {', '.join(kinds)})")
+def read_source(path_or_name: str | Path, kinds: tuple[Kind, ...], what: str) -> Checkpoint:
+    """Read a file (or a bundled model by name) and check it is one of ``kinds``."""
+    return require_kind(read_checkpoint(resolve_source(path_or_name)), kinds,
+                        f"a file usable as {what} (kinds: {', '.join(kinds)})")
 
 
 def load_part(module: nn.Module, source: Checkpoint, prefix: str) -> None:

@@ -11,6 +11,10 @@ Per step (index ``i``):
 5. ``g_ema <- beta * g_ema + (1 - beta) * g``, ``beta = 0.5 ** (global_batch / (ema_kimg * 1000))``;
    with ``ema_rampup`` the half-life is at most ``ema_rampup`` x the images seen so far.
 
+``init`` starts G (and g_ema) from a trained generator of the same architecture, e.g.
+to continue a run whose checkpoint is gone or to adapt a generator to a new domain; the
+discriminator starts from scratch.
+
 Lazily regularised networks get StyleGAN2's adjusted Adam settings (lr and
 betas to the power ``r/(r+1)``). Generator noise is random during training.
 
@@ -34,7 +38,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ..checkpoints import Kind, save_layout, save_tensors
+from ..checkpoints import GENERATOR_KINDS, Kind, save_layout, save_tensors
 from ..config import SDICConfig
 from ..networks import Generator
 from . import losses
@@ -47,6 +51,7 @@ from .loop import StageEnv
 from .monitor import make_grid
 from .optim import build_optimizer, build_scheduler
 from .projected import ProjectedDiscriminator, d_hinge_loss, g_hinge_loss
+from .sources import load_part, read_source
 
 # Seeds of the fixed latents: the sample grid's z (run.seed + offset, apart from the training
 # stream seeded with run.seed) and the z of the FID images (one set for every run and evaluation).
@@ -99,6 +104,8 @@ class StyleGAN2Stage:
         gcfg = self.model.generator
         self.resolution = gcfg.size
         self.generator = env.prepare(Generator(gcfg, tap_resolution=self.model.tap_resolution))
+        if config.init:  # fine-tuning: G and g_ema start from a trained generator, D from scratch
+            load_part(self.generator, read_source(config.init, GENERATOR_KINDS, "init"), "generator.")
         self.projected = config.discriminator == "projected"
         self.discriminator = env.prepare(build_discriminator(config, self.model))
         self.policy = parse_policy(config.diffaugment)
