@@ -249,6 +249,9 @@ def test_sdic_generate_writes_seeds_grid_and_latents(nvidia_pickle, tmp_path, ca
     (["--trunc", "strong"], "--trunc 'strong': not a number"),
     (["--trunc", "nan"], "finite"),
     (["--noise-mode", "const", "--batch-size", "0"], "--batch-size"),
+    (["--trunc", "-5"], "outside -1..2"),
+    (["--seeds", "0-3,2"], "a seed is listed twice (2)"),
+    (["--seeds", "0-100000000"], "more than 1,000,000 images"),
 ])
 def test_sdic_generate_bad_arguments_are_one_line_errors(nvidia_pickle, tmp_path, capsys, args, message):
     from sdic.cli.main import main

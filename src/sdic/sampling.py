@@ -21,6 +21,8 @@ from .errors import InputError
 from .networks import Generator
 
 MAX_SEED = 2**32 - 1  # numpy's RandomState seeds
+MAX_SEEDS = 1_000_000  # images per call: FID sets are 50k; 10^8 PNGs is a typo, not a request
+TRUNCATION_RANGE = (-1.0, 2.0)  # beyond it images leave the generator's distribution entirely
 _RANGE = re.compile(r"^(\d+)(?:-(\d+))?$")
 
 
@@ -38,18 +40,28 @@ def parse_seeds(text: str) -> list[int]:
             raise InputError(f"--seeds {text!r}: the range {part.strip()} ends before it starts")
         if last > MAX_SEED:
             raise InputError(f"--seeds {text!r}: seeds go up to {MAX_SEED}")
+        if len(seeds) + last - first + 1 > MAX_SEEDS:
+            raise InputError(f"--seeds {text!r}: more than {MAX_SEEDS:,} images; split the work into several calls")
         seeds.extend(range(first, last + 1))
+    if len(set(seeds)) != len(seeds):
+        repeated = sorted({s for s in seeds if seeds.count(s) > 1}) if len(seeds) < 10_000 else []
+        raise InputError(f"--seeds {text!r}: a seed is listed twice{f' ({repeated[0]})' if repeated else ''}; "
+                         "each seed gives one image")
     return seeds
 
 
 def parse_truncation(text: str) -> float:
-    """A finite ``truncation_psi`` (1: none; 0: every image is the average; 0.5-0.8: the usual)."""
+    """A ``truncation_psi`` in ``TRUNCATION_RANGE`` (1: none; 0: every image is the average; 0.5-0.8: the usual)."""
     try:
         value = float(text)
     except (TypeError, ValueError):
         raise InputError(f"--trunc {text!r}: not a number (1 = no truncation, 0.7 = the usual)") from None
     if not math.isfinite(value):
         raise InputError(f"--trunc {text!r}: must be a finite number")
+    low, high = TRUNCATION_RANGE
+    if not low <= value <= high:
+        raise InputError(f"--trunc {text!r}: outside {low:g}..{high:g} (1 = no truncation, 0.7 = the usual; "
+                         "beyond that range the images no longer look like the generator's)")
     return value
 
 

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image
+from tqdm import tqdm
 
 from .. import sampling
 from ..errors import InputError
@@ -47,16 +48,20 @@ def _npz(arrays: dict[str, np.ndarray]) -> Callable[[Path], None]:
 
 def run(args: argparse.Namespace) -> int:
     from ..checkpoints import load_generator
+    from ..checkpoints.bundled import bundled_path
 
     seeds = sampling.parse_seeds(args.seeds)
     psi = sampling.parse_truncation(args.trunc)
     if args.batch_size < 1:
         raise InputError("--batch-size must be at least 1")
     generator = load_generator(args.generator, args.device)
-    origin = f"{Path(args.generator).resolve()} trunc {psi} noise {args.noise_mode}"
+    named = bundled_path(str(args.generator)) is not None
+    origin = f"{args.generator if named else Path(args.generator).resolve()} trunc {psi} noise {args.noise_mode}"
     shown = []
-    with OutputFolder(args.output) as out:
+    with OutputFolder(args.output) as out, tqdm(total=len(seeds), unit="img", desc="sdic generate",
+                                                disable=len(seeds) <= args.batch_size) as bar:
         for batch in sampling.generate(generator, seeds, psi, args.noise_mode, args.batch_size):
+            bar.update(len(batch.seeds))
             for i, (seed, picture) in enumerate(zip(batch.seeds, sampling.to_uint8(batch.images))):
                 source = f"{origin} seed {seed}"
                 out.save(f"seed{seed:04d}.png", _png(Image.fromarray(picture)), source)
