@@ -262,7 +262,7 @@ def test_sdic_generate_bad_arguments_are_one_line_errors(nvidia_pickle, tmp_path
     assert not (tmp_path / "x").exists()
 
 
-def test_e4e_trains_on_an_nvidia_generator(nvidia_pickle, tmp_path):
+def test_e4e_and_sdic_train_on_an_nvidia_generator(nvidia_pickle, tmp_path):
     from PIL import Image
 
     import sdic
@@ -283,3 +283,9 @@ def test_e4e_trains_on_an_nvidia_generator(nvidia_pickle, tmp_path):
     original = sdic.load_generator(nvidia_pickle)
     assert trained.config == original.config
     assert all(torch.equal(a, b) for a, b in zip(trained.state_dict().values(), original.state_dict().values()))
+    # ...and SDIC trains on that e4e with the pickle as its generator
+    assert main(["train", "sdic", f"e4e={tmp_path / 'run' / 'e4e.safetensors'}", f"generator={nvidia_pickle}",
+                 f"data.path={images}", f"run.out={tmp_path / 'sdic'}", "run.steps=1", "run.batch_size=2",
+                 *[q for q in quiet if q != "latent_disc=0"]]) == 0
+    model = sdic.load(tmp_path / "sdic" / "sdic.safetensors")
+    assert model.config.generator == original.config
