@@ -289,3 +289,12 @@ def test_e4e_and_sdic_train_on_an_nvidia_generator(nvidia_pickle, tmp_path):
                  *[q for q in quiet if q != "latent_disc=0"]]) == 0
     model = sdic.load(tmp_path / "sdic" / "sdic.safetensors")
     assert model.config.generator == original.config
+
+
+def test_load_generator_takes_a_bundled_name():
+    import sdic
+
+    G = sdic.load_generator("default")
+    assert G.img_resolution == 64 and G.mapping(torch.zeros(1, G.z_dim)).shape == (1, G.num_ws, G.w_dim)
+    with pytest.raises(CheckpointError, match="not a bundled model name"):
+        sdic.load_generator("ffhq")
