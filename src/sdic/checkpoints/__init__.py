@@ -7,7 +7,8 @@
   configuration), read and written as exact inverses;
 * :mod:`.native`: our safetensors format (tensors plus the JSON configuration in the metadata);
 * :mod:`.reading`: :func:`read_checkpoint`, the first of ``READERS`` that accepts the file;
-* :mod:`.building`: tensor checks, the model or generator of a file, conversion to our format.
+* :mod:`.building`: tensor checks, the model or generator of a file, conversion to our format;
+* :mod:`.bundled`: the models shipped in the package, by name (``default``).
 
 Key mapping from the authors' prefixes to our module names:
 ``encoder.`` -> ``encoder.``, ``decoder.`` -> ``generator.``, ``DIP.`` -> ``dipn.``,

