@@ -9,7 +9,7 @@ import torch
 
 import sdic
 from sdic import demo, editing
-from sdic.api import BUNDLED_MODELS
+from sdic.checkpoints.bundled import BUNDLED_MODELS
 from sdic.cli.main import main
 from sdic.metrics import LPIPS, mse
 

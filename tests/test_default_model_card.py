@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import sdic
-from sdic.api import BUNDLED_MODELS, _bundled_path, photo_note
+from sdic.api import photo_note
+from sdic.checkpoints.bundled import BUNDLED_MODELS, bundled_path
 from sdic.cli.main import main
 
 
@@ -12,7 +13,7 @@ def test_photo_note_only_for_the_bundled_model(tiny_checkpoint):
     note = photo_note(by_name)
     assert note is not None and "synthetic cartoon faces" in note and "FFHQ checkpoint" in note
     assert "The authors' checkpoints" in note  # the README section it points to
-    assert photo_note(sdic.load(_bundled_path("default"))) == note  # the same file by path
+    assert photo_note(sdic.load(bundled_path("default"))) == note  # the same file by path
     assert photo_note(sdic.load(tiny_checkpoint)) is None
     assert set(BUNDLED_MODELS) >= {"default"}
 

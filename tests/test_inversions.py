@@ -13,6 +13,7 @@ from PIL import Image
 
 import sdic
 from sdic import SDICModel
+from sdic.checkpoints.bundled import bundled_path
 from sdic.config import tiny
 from sdic.errors import InputError
 from sdic.inversion import TENSOR_FIELDS, IncompatibleModelError, Inversion, InversionFileError
@@ -94,7 +95,7 @@ def test_bad_files_are_refused_with_a_reason(model, batch, tmp_path):
     with pytest.raises(InversionFileError, match="not a readable inversion file"):
         Inversion.load(tmp_path / "junk.safetensors")
     with pytest.raises(InversionFileError, match="not an sdic inversion"):
-        Inversion.load(sdic.api._bundled_path("default"))  # a model file, not an inversion
+        Inversion.load(bundled_path("default"))  # a model file, not an inversion
 
 
 def test_edit_refuses_an_inversion_of_another_model_naming_both(model, batch):

@@ -5,7 +5,7 @@
 
 Writes ``src/sdic/data/models/<name>.safetensors`` (our format, the model's config naming the
 direction set; large weight tensors stored as float16 to fit the package budget) and copies the direction files (only ``*.safetensors``, not the reports) to
-``src/sdic/data/directions/<set>/``. ``sdic.api.BUNDLED_MODELS`` maps ``default`` to the file.
+``src/sdic/data/directions/<set>/``. ``sdic.checkpoints.bundled.BUNDLED_MODELS`` maps ``default`` to the file.
 """
 
 from __future__ import annotations

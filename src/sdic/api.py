@@ -8,7 +8,7 @@ from pathlib import Path
 import torch
 
 from .checkpoints import Kind, build_model, read_checkpoint, require_kind
-from .checkpoints.bundled import BUNDLED_MODELS, bundled_path, resolve_source
+from .checkpoints.bundled import bundled_path, resolve_source
 from .devices import resolve_device
 from .model import SDICModel, check_precision
 
@@ -17,10 +17,6 @@ BUNDLED_PHOTO_NOTES: dict[str, str] = {
     "default": "the bundled model 'default' was trained on synthetic cartoon faces (docs/default_model.md); "
                "real photos need the authors' FFHQ checkpoint (README.md, section \"The authors' checkpoints\")",
 }
-
-
-_bundled_path = bundled_path  # the name the tests import
-__all__ = ["BUNDLED_MODELS", "load", "photo_note"]
 
 
 def load(
