@@ -75,3 +75,35 @@ def test_the_model_card_commands_parse(monkeypatch):
         else:
             monkeypatch.setattr("sys.argv", command[2:])
             assert bench_tap.parse().chunks == 4
+
+
+def test_generator_fid_tool_scores_a_generator_against_its_own_images(tmp_path, capsys):
+    import json
+
+    import numpy as np
+    from PIL import Image
+
+    from sdic.sampling import generate, to_uint8
+    from tools import generator_fid
+
+    own, other = tmp_path / "own", tmp_path / "other"
+    own.mkdir(), other.mkdir()
+    samples = next(generate(sdic.load_generator("default"), list(range(6)), batch_size=6))
+    for i, picture in enumerate(to_uint8(samples.images)):
+        Image.fromarray(picture).save(own / f"{i:03d}.png")
+        Image.fromarray(np.ascontiguousarray(picture[:, ::-1, ::-1])).save(other / f"{i:03d}.png")  # mirrored, BGR
+    cache = tmp_path / "stats" / "own.npz"
+    out = tmp_path / "fid.json"
+    assert generator_fid.main(["default", "--reference", str(own), "--count", "5", "--stats-cache", str(cache),
+                               "--out", str(out)]) == 0
+    same = json.loads(out.read_text())["rows"][0]
+    assert same["samples"] == 5 and same["fid"] < 1.0  # the reference is its own seeds 0-4, as 8-bit PNGs
+    assert cache.is_file()
+    for file in own.iterdir():  # the cached statistics stand in for the folder
+        file.unlink()
+    assert generator_fid.main(["default", "--reference", str(own), "--count", "5", "--stats-cache", str(cache)]) == 0
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["fid"] == same["fid"]
+    assert generator_fid.main(["default", "--reference", str(other), "--count", "5"]) == 0
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["fid"] > 20 * max(same["fid"], 1.0)
+    assert generator_fid.main(["default", "--reference", str(other), "--count", "7"]) == 2
+    assert "6 images, --count 7 needs as many" in capsys.readouterr().out

@@ -306,6 +306,9 @@ def test_fid_from_folders_and_stats_files(tmp_path, images, inception, real_feat
     (folder / "notes.txt").write_text("not an image")
     f_folder = compute_features(folder, inception, batch_size=3)
     assert np.allclose(f_folder, real_features, atol=1e-5)
+    # a list of image files: the same features, in the list's order
+    files = sorted(folder.glob("*.png"))[::-1][:3]
+    assert np.allclose(compute_features(files, inception, batch_size=2), real_features[[3, 2, 1]], atol=1e-5)
     # .npz statistics files (pytorch-fid layout) are accepted in place of image sources
     rng = np.random.default_rng(5)
     small = rng.normal(size=(10, 8))

@@ -73,7 +73,7 @@ MIN_RELIABLE_IMAGES = 1000  # below this FID is strongly biased upwards and nois
 class SmallSampleWarning(UserWarning):
     """FID was computed on fewer images than it needs to be comparable."""
 
-ImageSource = str | Path | torch.Tensor | Iterable[torch.Tensor]
+ImageSource = str | Path | list[Path] | torch.Tensor | Iterable[torch.Tensor]
 
 
 def inception_weights_path() -> Path:
@@ -266,10 +266,14 @@ def _tensor_batches(images: torch.Tensor | Iterable[torch.Tensor], batch_size: i
             yield batch if batch.ndim == 4 else batch[None]
 
 
+def _is_file_list(source) -> bool:
+    return isinstance(source, list) and bool(source) and all(isinstance(p, Path) for p in source)
+
+
 def _source_size(source: ImageSource) -> int | None:
     if isinstance(source, torch.Tensor):
         return 1 if source.ndim == 3 else source.shape[0]
-    return len(source) if isinstance(source, list) and all(isinstance(p, Path) for p in source) else None
+    return len(source) if _is_file_list(source) else None
 
 
 @torch.no_grad()
@@ -281,8 +285,8 @@ def compute_features(
     input_range: tuple[float, float] = (0.0, 1.0),
     progress: bool = True,
 ) -> np.ndarray:
-    """Pool3 features ``[N, 2048]`` (float64) of a folder of images, a tensor
-    ``[N, 3, H, W]`` or an iterable of batches.
+    """Pool3 features ``[N, 2048]`` (float64) of a folder of images, a list of image files, a
+    tensor ``[N, 3, H, W]`` or an iterable of batches.
 
     Tensors must be in ``input_range`` (or the given model's). Folder images are read
     as 8-bit RGB in [0, 1] whatever the range. ``progress`` shows a bar (stderr). Fewer
@@ -292,8 +296,9 @@ def compute_features(
         model = InceptionFeatures(input_range=input_range)
     model = model.to(device)
     if isinstance(source, (str, Path)):
-        lo, hi = model.input_range
         source = list_images(source)
+    if _is_file_list(source):
+        lo, hi = model.input_range
         batches = (b * (hi - lo) + lo for b in _folder_batches(source, batch_size))
     else:
         batches = _tensor_batches(source, batch_size)
