@@ -16,7 +16,8 @@ cd "$(dirname "$0")/.."
 WORK=${WORK:-/work}
 DATA=$WORK/data
 RUNS=$WORK/runs/v1
-STAGES=${STAGES:-data,stylegan2,e4e,sdic,directions,package}
+STAGES=${STAGES:-data,stylegan2,fid,e4e,sdic,directions,package}
+V0_COMMIT=${V0_COMMIT:-92f1419}  # a commit whose bundled model is v0, for the generator FID of v0 vs v1
 SG_STEPS=${SG_STEPS:-100000}     # an upper bound: stop (SIGTERM saves) once val/fid stops improving
 SG_THREADS=${SG_THREADS:-2}      # 1 when another job shares the 2-core machine
 # bf16 + channels-last only pay on CPUs with avx512_bf16 (grep avx512_bf16 /proc/cpuinfo); on an
@@ -51,6 +52,15 @@ if want stylegan2; then
         run.checkpoint_every=100 fid_every=1000 fid_samples=500 $(resume "$RUNS/stylegan2")
 fi
 
+# 2b. generator FID, v0 against v1, in one run: 5,000 samples (seeds 0-4,999, truncation 1) of each
+#     against the 5,000 held-out faces (tools/generator_fid.py; v0's generator read from git)
+if want fid; then
+    [ -s "$RUNS/v0_faces64.safetensors" ] || git show "$V0_COMMIT:src/sdic/data/models/faces64.safetensors" > "$RUNS/v0_faces64.safetensors"
+    python -m tools.generator_fid "$RUNS/v0_faces64.safetensors" "$RUNS/stylegan2/stylegan2.safetensors" \
+        --reference "$DATA/faces64_heldout/images" --count 5000 --stats-cache "$DATA/faces64_heldout_fid5000.npz" \
+        --out "$RUNS/generator_fid.json" --threads "$SG_THREADS"
+fi
+
 # 3. e4e on the frozen v1 generator, its encoder started from v0's (init=default), every W+ delta
 #    on from the start (v0's encoder already uses them all)
 if want e4e; then
@@ -73,17 +83,17 @@ fi
 # 5. attribute classifier on the dataset's labels, then directions in the generator's W
 if want directions; then
     [ -f "$RUNS/attr_classifier.safetensors" ] || python -m sdic.cli.main directions train-classifier \
-        "$DATA/faces64" -o "$RUNS/attr_classifier.safetensors" --heldout "$DATA/faces64_heldout" --threads 2
+        "$DATA/faces64" -o "$RUNS/attr_classifier.safetensors" --heldout "$DATA/faces64_heldout" --threads "$SG_THREADS"
     python -m sdic.cli.main directions train "$RUNS/stylegan2/stylegan2.safetensors" \
-        --classifier "$RUNS/attr_classifier.safetensors" -o "$RUNS/directions" --samples 5000 --threads 2 \
+        --classifier "$RUNS/attr_classifier.safetensors" -o "$RUNS/directions" --samples 5000 --threads "$SG_THREADS" \
         --samples-cache "$RUNS/direction_samples.safetensors"
 fi
 
-# 6. package it, then the model card's held-out table (e4e vs SDIC)
+# 6. package it, then the model card's held-out table (e4e vs SDIC, the first 300 held-out faces as for v0)
 if want package; then
     python -m tools.package_default_model "$RUNS/sdic/sdic.safetensors" "$RUNS/directions" \
         --name faces64 --directions-set facesjs
-    python -m sdic.cli.main evaluate default "$DATA/faces64_heldout/images" -o "$RUNS/heldout_eval" --batch-size 16
+    python -m sdic.cli.main evaluate default "$DATA/faces64_heldout/images/000[0-2]??.png" -o "$RUNS/heldout_eval" --batch-size 16
     # the directions on 200 inverted held-out faces (docs/default_model.md, v0's figures: same command)
     python -m sdic.cli.main directions assess-inverted default "$DATA/faces64_heldout" \
         --classifier "$RUNS/attr_classifier.safetensors" -o "$RUNS/assess_inverted" --count 200 --steps 7 --threads 1
