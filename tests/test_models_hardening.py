@@ -479,3 +479,24 @@ def test_bf16_warns_once_where_the_cpu_emulates_it(monkeypatch):
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         precision_context("bf16", torch.device("cpu"))
+
+
+def test_evaluate_skips_the_image_with_non_finite_output(tiny_checkpoint, photo_dir, tmp_path, capsys,
+                                                         monkeypatch):
+    """One NaN result in a batch: the other image is scored, the bad one is listed, exit 1."""
+    original = SDICModel.invert
+
+    def invert(self, x, *args, **kwargs):
+        result = original(self, x, *args, **kwargs)
+        bright = [i for i, picture in enumerate(x) if np.asarray(picture).mean() > 128]
+        result.image[bright] = float("nan")
+        return check_finite(result, ("image",), "fp32")
+
+    monkeypatch.setattr(SDICModel, "invert", invert)
+    out = tmp_path / "eval"
+    assert main(["evaluate", str(tiny_checkpoint), str(photo_dir), "-o", str(out), "--batch-size", "2",
+                 "--metrics", "mse", "psnr", "--no-fid"]) == 1
+    report = json.loads((out / "results.json").read_text())
+    assert [Path(row["image"]).name for row in report["per_image"]] == ["dark.png"]
+    assert len(report["failures"]) == 1 and "bright.png: the model produced NaN/inf values" in report["failures"][0]
+    assert "bright.png" in capsys.readouterr().err

@@ -25,7 +25,7 @@ from tqdm import tqdm
 from .errors import InputError, MissingFileError
 from .images import content_rows_at, tensor_to_pil
 from .inputs import batches, find_items, make_aligner, photos_in
-from .model import Inversion, SDICModel
+from .model import Inversion, NonFiniteOutputError, SDICModel
 
 STAGES = ("e4e", "sdic")
 METRIC_LABELS = {
@@ -223,6 +223,28 @@ def timed_invert(model: SDICModel, batch) -> tuple[Inversion, float]:
     return inv, time.perf_counter() - start
 
 
+def invert_finite(model: SDICModel, batch: list, failures: list[str]) -> tuple[list, Inversion | None, float]:
+    """Invert a batch; on NaN/inf output, invert its images one by one and drop (and report) the bad ones.
+
+    Returns the units kept, their inversion (None if none is left) and the inversion seconds.
+    """
+    try:
+        inv, seconds = timed_invert(model, [unit.image for unit in batch])
+        return batch, inv, seconds
+    except NonFiniteOutputError as error:
+        if len(batch) == 1:
+            failures.append(f"{batch[0].source}: {error}")
+            tqdm.write(f"skipped: {batch[0].source}: {error}")
+            return [], None, 0.0
+    kept, parts, total = [], [], 0.0
+    for unit in batch:
+        units, inv, seconds = invert_finite(model, [unit], failures)
+        kept += units
+        parts += [inv] if inv is not None else []
+        total += seconds
+    return kept, Inversion.cat(parts) if parts else None, total
+
+
 @dataclass(frozen=True)
 class EvaluationSettings:
     """What :func:`evaluate` scores and writes besides the report (the options of ``sdic evaluate``)."""
@@ -251,8 +273,8 @@ def evaluate(model: SDICModel, inputs: Sequence[str | Path], settings: Evaluatio
              progress: bool = True) -> EvaluationReport:
     """Invert and score every image of ``inputs`` (files, folders or globs) under the protocol.
 
-    Unreadable images (and photos without a face when aligning) are skipped and listed in
-    ``report.failures``; FID's warnings (small sets) are issued as Python warnings.
+    Unreadable images, photos without a face when aligning and images whose result has NaN/inf
+    values are skipped and listed in ``report.failures``; FID's warnings (small sets) are issued as Python warnings.
     """
     settings.check(model)
     items = find_items(list(inputs))
@@ -268,8 +290,12 @@ def evaluate(model: SDICModel, inputs: Sequence[str | Path], settings: Evaluatio
     seconds = 0.0
     with tqdm(total=len(items), unit="img", desc="sdic evaluate", disable=not progress) as bar:
         for batch in batches(items, settings.batch_size, report.failures, bar, align):
-            inv, elapsed = timed_invert(model, [unit.image for unit in batch])
+            covered = photos_in(batch)
+            batch, inv, elapsed = invert_finite(model, batch, report.failures)
             seconds += elapsed
+            if inv is None:
+                bar.update(covered)
+                continue
             views = scored_views(inv, model.config)
             for unit, row in zip(batch, score(views, metric_fns)):
                 report.per_image.append({"image": str(unit.source), **row})
@@ -280,9 +306,9 @@ def evaluate(model: SDICModel, inputs: Sequence[str | Path], settings: Evaluatio
             grid_rows += [grid_row(inv, i) for i in range(min(len(batch), max(missing, 0)))]
             if settings.images_folder is not None:
                 save_outputs(inv, [unit.name for unit in batch], settings.images_folder)
-            bar.update(photos_in(batch))
+            bar.update(covered)
     if not report.per_image:
-        raise InputError("no image could be read")
+        raise InputError("no image could be read and inverted (see the skipped ones above)")
     report.seconds_per_image = seconds / len(report.per_image)
     report.grid = stack_rows(grid_rows) if grid_rows else None
     if settings.fid and len(report.per_image) < 2:
@@ -300,6 +326,7 @@ __all__ = [
     "default_metrics",
     "fid_scores",
     "grid_row",
+    "invert_finite",
     "save_outputs",
     "score",
     "scored_views",
