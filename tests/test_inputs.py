@@ -375,6 +375,12 @@ def test_factor_values_do_not_swallow_the_images(tiny_checkpoint, photos, tmp_pa
     assert main(["edit", str(tiny_checkpoint), "-o", str(out), "--direction", str(direction),
                  "--factor", "0", "2", "--steps", "3", str(photos / "c.png")]) == 0
     assert {"c_d+0.png", "c_d+1.png", "c_d+2.png"} <= set(_pngs(out))
+    # a range or a list that starts with '-' needs no '=' (argparse would take it for an option)
+    assert main(["edit", str(tiny_checkpoint), "-o", str(out), "--direction", str(direction),
+                 "--factor", "-4:-2:2", str(photos / "c.png")]) == 0
+    assert main(["edit", str(tiny_checkpoint), str(photos / "a.png"), "-o", str(out), "--direction", str(direction),
+                 "--factor", "-3,3"]) == 0
+    assert {"c_d-4.png", "c_d-2.png", "a_d-3.png", "a_d+3.png"} <= set(_pngs(out))
 
 
 # ---------------------------------------------------------------- 7. progress and the FID warning

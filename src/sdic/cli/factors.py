@@ -8,9 +8,18 @@ import math
 from ..errors import InputError
 
 FACTOR_HELP = """edit strength(s), one output each (default 1): a number (--factor 2), several
-numbers (--factor -2 2), two ends and a count (--factor=-3:3:7, or --factor -3 3 --steps 7:
-7 steps from -3 to 3) or a comma list (--factor=-2,0,2). Write --factor=VALUE when VALUE
-starts with '-' and holds ':' or ','. Images after --factor are images, not factors."""
+numbers (--factor -2 2), two ends and a count (--factor -3:3:7, or --factor -3 3 --steps 7:
+7 steps from -3 to 3) or a comma list (--factor -2,0,2). Images after --factor are images,
+not factors."""
+
+
+def shield_negative_ranges(argv: list[str]) -> list[str]:
+    """``argv`` with ranges and lists that start with '-' (``-3:3:7``, ``-2,0,2``) made positional.
+
+    argparse takes any '-' token that is not a plain negative number for an option; no option
+    name holds ':' or ',', so a leading space (which ``float`` ignores) is safe.
+    """
+    return [f" {a}" if a[:1] == "-" and (":" in a or "," in a) and _is_factor_token(a) else a for a in argv]
 
 
 class FactorTokens(argparse.Action):
@@ -20,7 +29,7 @@ class FactorTokens(argparse.Action):
     """
 
     def __call__(self, parser, namespace, values, option_string=None):
-        factors = [v for v in values if _is_factor_token(v)]
+        factors = [v.strip() for v in values if _is_factor_token(v)]
         images = [v for v in values if not _is_factor_token(v)]
         if not factors:
             parser.error(f"argument --factor: expected a number, a range or a list, got {values[0]!r}")
@@ -78,7 +87,7 @@ def _expand(token: str) -> list[float]:
     if ":" in token:
         parts = token.split(":")
         if len(parts) != 3 or not all(_is_number(p) for p in parts) or not float(parts[2]).is_integer():
-            raise InputError(f"--factor {token}: a range is START:STOP:COUNT, e.g. --factor=-3:3:7")
+            raise InputError(f"--factor {token}: a range is START:STOP:COUNT, e.g. --factor -3:3:7")
         return _linspace(float(parts[0]), float(parts[1]), int(float(parts[2])), f"--factor {token}")
     values = [part for part in token.split(",") if part]
     if not values or not all(_is_number(v) for v in values):

@@ -14,6 +14,7 @@ import sys
 from ..devices import resolve_device
 from ..errors import SDICError
 from ..runtime import keep_freed_memory
+from .factors import shield_negative_ranges
 
 COMMAND_MODULES = ("inference", "convert", "generate", "evaluate", "demo", "train", "directions", "ui", "export")
 
@@ -34,7 +35,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args, extra = parser.parse_known_args(argv)
+    args, extra = parser.parse_known_args(shield_negative_ranges(sys.argv[1:] if argv is None else argv))
     if extra:
         # key=value overrides may follow options (sdic train ... --resume run.steps=10), and
         # images may (sdic edit MODEL -o out/ --direction smile face.png)
