@@ -7,12 +7,14 @@ multi-process equivalence test (two processes under torchrun, gloo on CPU).
 from __future__ import annotations
 
 import math
+import multiprocessing
 import os
 import shutil
 import signal
 import socket
 import subprocess
 import sys
+import time
 import warnings
 from pathlib import Path
 
@@ -592,6 +594,31 @@ def test_ctrl_c_saves_after_the_current_step_and_resume_finishes(tmp_path, image
     config = stage_config("stylegan2", tmp_path / "run", images, 6, "stddev_group=2", "run.checkpoint_every=100")
     build = stage_builder("stylegan2")
     result = run_loop(config, lambda c, env: _Interrupted(build(c, env), at=2))
+    assert result.stopped and result.step == 2
+    assert checkpointing.load_training_state(tmp_path / "run" / "checkpoints" / "last.pt")["step"] == 2
+    assert train("stylegan2", config, resume=True).step == 6
+
+
+class _GroupTerminated(_StageFrom):
+    """Wraps a stage: during step ``at``, SIGTERM to itself and its DataLoader workers, as a
+    scheduler pre-empting the job (or ``kill -- -PGID``) sends it to the whole process group."""
+
+    def train_step(self, batch, step):
+        if step + 1 == self._at:
+            workers = multiprocessing.active_children()
+            assert workers, "the run was meant to have DataLoader workers"
+            # from another process, as the scheduler's (a worker quits quietly when its parent asks)
+            subprocess.run(["kill", "-TERM", *(str(p.pid) for p in workers)], check=True)
+            time.sleep(0.5)  # let an unprotected worker die before the trainer's own signal
+            os.kill(os.getpid(), signal.SIGTERM)
+        return self._stage.train_step(batch, step)
+
+
+def test_sigterm_to_the_process_group_saves_despite_dataloader_workers(tmp_path, images):
+    config = stage_config("stylegan2", tmp_path / "run", images, 6, "stddev_group=2", "run.checkpoint_every=100",
+                          "data.workers=1")
+    build = stage_builder("stylegan2")
+    result = run_loop(config, lambda c, env: _GroupTerminated(build(c, env), at=2))
     assert result.stopped and result.step == 2
     assert checkpointing.load_training_state(tmp_path / "run" / "checkpoints" / "last.pt")["step"] == 2
     assert train("stylegan2", config, resume=True).step == 6

@@ -18,6 +18,7 @@ With ``data.align`` the folders are first FFHQ-aligned once (:func:`align_folder
 from __future__ import annotations
 
 import dataclasses
+import signal
 import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -126,6 +127,17 @@ FLIP_SEED_OFFSET = 7919
 LOADER_SEED = 0
 
 
+def leave_stopping_to_the_trainer(worker_id: int) -> None:
+    """DataLoader workers ignore Ctrl-C and SIGTERM: the training process saves, then ends them.
+
+    A signal sent to the whole process group (Ctrl-C, ``kill -- -PGID``, a scheduler pre-empting
+    the job) would otherwise kill the workers first (PyTorch re-raises SIGTERM in them), and the
+    trainer would die on the lost worker instead of saving its checkpoint.
+    """
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+
+
 class FlipSampler(DistributedSampler):
     """``DistributedSampler`` that also draws each image's flip and can start mid-epoch.
 
@@ -187,6 +199,7 @@ class BatchStream:
         loader = DataLoader(
             self.dataset, batch_size=self.batch_size, sampler=self.sampler, drop_last=True,
             num_workers=self.workers, pin_memory=self.ctx.device.type == "cuda",
+            worker_init_fn=leave_stopping_to_the_trainer if self.workers else None,
             generator=torch.Generator().manual_seed(LOADER_SEED),  # keeps the global RNG untouched
         )
         self._iterator = iter(loader)
