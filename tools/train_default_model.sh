@@ -23,7 +23,7 @@ SG_THREADS=${SG_THREADS:-2}      # 1 when another job shares the 2-core machine
 # bf16 + channels-last only pay on CPUs with avx512_bf16 (grep avx512_bf16 /proc/cpuinfo); on an
 # AVX2-only CPU bf16 is emulated and several times slower: SG_PRECISION=fp32 SG_CHANNELS_LAST=false
 E4E_STEPS=${E4E_STEPS:-3000}
-SDIC_STEPS=${SDIC_STEPS:-4462}
+SDIC_STEPS=${SDIC_STEPS:-3000}   # v1: fine-tuning v0's DIPN and DICN (v0 trained them from scratch for 4,462)
 
 want() { [[ ",$STAGES," == *",$1,"* ]]; }
 resume() {  # --resume once a run folder has a checkpoint
@@ -41,8 +41,9 @@ fi
 #    from v0's generator (init=default: the bundled model's, 49 kimg) so every session's compute
 #    adds up instead of restarting; the discriminator starts fresh. FID of 500 g_ema samples vs
 #    the 500 validation images (a 2 % split of the training folder, not trained on) at every
-#    validation (run.val_every, 2,500 steps). Session of 2026-12-03: val/fid 127.1 at step 2,500
-#    and 104.6 at step 5,000 (about 1 step/s at batch 16, bf16, 2 threads). bf16 autocast + channels-last: about 2x faster per step than fp32 on a CPU with
+#    validation (run.val_every, 2,500 steps). v1: val/fid 127.1 at step 2,500 and 104.6 at step
+#    5,000 (median 0.91 step/s at batch 16, bf16, 2 threads); the v1 export is step 7,000 (v0 +
+#    112 kimg, 2.3 h), stopped there for the other stages' time. bf16 autocast + channels-last: about 2x faster per step than fp32 on a CPU with
 #    AVX-512 BF16 (docs/training.md, Speed). The projected discriminator was tried first
 #    (configs/stylegan2_faces64_projected.yaml) and lost at 0.6-1.3 kimg (docs/training.md).
 if want stylegan2; then
