@@ -66,12 +66,14 @@ def test_the_model_card_commands_parse(monkeypatch):
 
     commands = _card_commands()
     assert [c[1] if c[0] == "sdic" else c[2] for c in commands] == [
-        "evaluate", "directions", "directions", "benchmarks.bench_tap"]
+        "tools.generator_fid", "evaluate", "directions", "directions", "benchmarks.bench_tap"]
     parser = build_parser()
     for command in commands:
         if command[0] == "sdic":
             args, extra = parser.parse_known_args(command[1:])
             assert extra == [] and callable(args.run), command
+        elif command[2] == "tools.generator_fid":
+            assert "--reference" in command and command[command.index("--count") + 1] == "5000"
         else:
             monkeypatch.setattr("sys.argv", command[2:])
             assert bench_tap.parse().chunks == 4

@@ -88,11 +88,19 @@ if want directions; then
     python -m sdic.cli.main directions train "$RUNS/stylegan2/stylegan2.safetensors" \
         --classifier "$RUNS/attr_classifier.safetensors" -o "$RUNS/directions" --samples 5000 --threads "$SG_THREADS" \
         --samples-cache "$RUNS/direction_samples.safetensors"
+    # the stored useful ranges: side effects up to 0.35 on a finer grid (25 factors). At train's
+    # 0.25, every direction moves the fatness score (0.29-0.30 label stds already at glasses' first
+    # grid factor, growing with the factor), which closed glasses' range to 0 .. 0; directions made
+    # orthogonal to fatness's (directions condition: cosine 0.99 to the originals) did the same
+    mkdir -p "$RUNS/directions_final" && cp "$RUNS"/directions/*.safetensors "$RUNS/directions_final/"
+    python -m sdic.cli.main directions assess "$RUNS/stylegan2/stylegan2.safetensors" "$RUNS"/directions_final/*.safetensors \
+        --classifier "$RUNS/attr_classifier.safetensors" -o "$RUNS/assess_final" --update \
+        --max-side-effect 0.35 --steps 25 --threads "$SG_THREADS"
 fi
 
 # 6. package it, then the model card's held-out table (e4e vs SDIC, the first 300 held-out faces as for v0)
 if want package; then
-    python -m tools.package_default_model "$RUNS/sdic/sdic.safetensors" "$RUNS/directions" \
+    python -m tools.package_default_model "$RUNS/sdic/sdic.safetensors" "$RUNS/directions_final" \
         --name faces64 --directions-set facesjs
     python -m sdic.cli.main evaluate default "$DATA/faces64_heldout/images/000[0-2]??.png" -o "$RUNS/heldout_eval" --batch-size 16
     # the directions on 200 inverted held-out faces (docs/default_model.md, v0's figures: same command)
