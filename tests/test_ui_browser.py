@@ -178,6 +178,8 @@ def test_upload_edit_and_errors_in_a_real_browser(browser, server):
     assert process.poll() is None  # the server is still serving
 
     process.send_signal(signal.SIGINT)  # Ctrl-C
-    assert process.wait(timeout=30) == 0
+    # Gradio joins its server threads on the way out; at the end of a full suite that once took
+    # over 30 s on the 2-core machine, so allow 90 s before calling it a hang
+    assert process.wait(timeout=90) == 0
     log = process.stderr.read()
     assert "Traceback" not in log, log[-4000:]
