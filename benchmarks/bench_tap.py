@@ -1,7 +1,7 @@
 """What the tap resolution buys: SDIC trained at tap 16 and at tap 32 on the same frozen e4e, then scored.
 
 Both arms train DIPN + DICN from scratch with ``configs/sdic_faces64.yaml`` on the frozen
-generator and e4e of ``--e4e`` (default: the bundled v0 model, whose file holds both), with the
+generator and e4e of ``--e4e`` (default: the bundled model, whose file holds both), with the
 same seed, data, batch and steps; only ``model.tap_resolution`` differs (16: v0's choice; 32:
 the compensated feature replaces the generator's 32x32 activation: four times the positions,
 the same 128 channels in the bundled model, so DICN costs about four times more). The arms run **interleaved**, chunk by chunk
@@ -45,10 +45,10 @@ def arm_config(args: argparse.Namespace, arm: str, steps: int):
 
 
 def bundled_e4e() -> str:
-    """The bundled v0 model's file (it holds the generator, e4e and latent_avg the arms share)."""
-    from sdic.api import _bundled_path
+    """The bundled model's file (it holds the generator, e4e and latent_avg the arms share)."""
+    from sdic.checkpoints.bundled import bundled_path
 
-    return str(_bundled_path("default"))
+    return str(bundled_path("default"))
 
 
 def heldout_scores(model_path: Path, files: list[Path], metric_fns, batch_size: int = 16) -> dict[str, dict[str, float]]:
