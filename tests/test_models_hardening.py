@@ -365,9 +365,8 @@ def test_edit_reports_non_finite_output(tiny_checkpoint):
         model.edit(inversion, direction, factor=1.0)
 
 
-def test_cli_writes_the_good_images_and_reports_the_bad_one(tiny_checkpoint, photo_dir, tmp_path, capsys,
-                                                           monkeypatch):
-    """A batch with one non-finite result: the other image is written, the run exits 1."""
+def _nan_for_bright_pictures(monkeypatch) -> None:
+    """``SDICModel.invert`` gives NaN images for the bright pictures of a batch (photo_dir's bright.png)."""
     original = SDICModel.invert
 
     def invert(self, x, *args, **kwargs):
@@ -377,6 +376,12 @@ def test_cli_writes_the_good_images_and_reports_the_bad_one(tiny_checkpoint, pho
         return check_finite(result, ("image",), "fp32")
 
     monkeypatch.setattr(SDICModel, "invert", invert)
+
+
+def test_cli_writes_the_good_images_and_reports_the_bad_one(tiny_checkpoint, photo_dir, tmp_path, capsys,
+                                                           monkeypatch):
+    """A batch with one non-finite result: the other image is written, the run exits 1."""
+    _nan_for_bright_pictures(monkeypatch)
     out = tmp_path / "out"
     assert main(["invert", str(tiny_checkpoint), str(photo_dir), "-o", str(out), "--batch-size", "2"]) == 1
     assert sorted(p.name for p in out.iterdir() if not p.name.startswith(".")) == ["dark.png", "index.jsonl"]
@@ -484,15 +489,7 @@ def test_bf16_warns_once_where_the_cpu_emulates_it(monkeypatch):
 def test_evaluate_skips_the_image_with_non_finite_output(tiny_checkpoint, photo_dir, tmp_path, capsys,
                                                          monkeypatch):
     """One NaN result in a batch: the other image is scored, the bad one is listed, exit 1."""
-    original = SDICModel.invert
-
-    def invert(self, x, *args, **kwargs):
-        result = original(self, x, *args, **kwargs)
-        bright = [i for i, picture in enumerate(x) if np.asarray(picture).mean() > 128]
-        result.image[bright] = float("nan")
-        return check_finite(result, ("image",), "fp32")
-
-    monkeypatch.setattr(SDICModel, "invert", invert)
+    _nan_for_bright_pictures(monkeypatch)
     out = tmp_path / "eval"
     assert main(["evaluate", str(tiny_checkpoint), str(photo_dir), "-o", str(out), "--batch-size", "2",
                  "--metrics", "mse", "psnr", "--no-fid"]) == 1
