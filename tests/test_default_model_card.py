@@ -108,4 +108,4 @@ def test_generator_fid_tool_scores_a_generator_against_its_own_images(tmp_path, 
     assert generator_fid.main(["default", "--reference", str(other), "--count", "5"]) == 0
     assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["fid"] > 20 * max(same["fid"], 1.0)
     assert generator_fid.main(["default", "--reference", str(other), "--count", "7"]) == 2
-    assert "6 images, --count 7 needs as many" in capsys.readouterr().out
+    assert "6 images, --count 7 needs as many" in capsys.readouterr().err

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 from pathlib import Path
 
@@ -84,7 +85,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         rows = generator_fids(args.generators, args.reference, args.count, args.stats_cache)
     except SDICError as error:
-        print(f"generator_fid: {error}")
+        print(f"generator_fid: {error}", file=sys.stderr)
         return 2
     if args.out:
         args.out.write_text(json.dumps({"reference": str(args.reference), "rows": rows}, indent=2) + "\n")

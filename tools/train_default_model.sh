@@ -22,8 +22,8 @@ SG_STEPS=${SG_STEPS:-100000}     # an upper bound: stop (SIGTERM saves) once val
 SG_THREADS=${SG_THREADS:-2}      # 1 when another job shares the 2-core machine
 # bf16 + channels-last only pay on CPUs with avx512_bf16 (grep avx512_bf16 /proc/cpuinfo); on an
 # AVX2-only CPU bf16 is emulated and several times slower: SG_PRECISION=fp32 SG_CHANNELS_LAST=false
-E4E_STEPS=${E4E_STEPS:-3000}
-SDIC_STEPS=${SDIC_STEPS:-3000}   # v1: fine-tuning v0's DIPN and DICN (v0 trained them from scratch for 4,462)
+E4E_STEPS=${E4E_STEPS:-5000}    # v1 packaged 3,000; v1.1 resumed it to 5,000 (val MSE 0.0698 -> 0.0662)
+SDIC_STEPS=${SDIC_STEPS:-9000}   # fine-tuning v0's DIPN and DICN (v0 trained them from scratch for 4,462); v1 3,000, v1.1 9,000
 
 want() { [[ ",$STAGES," == *",$1,"* ]]; }
 resume() {  # --resume once a run folder has a checkpoint
@@ -88,22 +88,24 @@ if want directions; then
     python -m sdic.cli.main directions train "$RUNS/stylegan2/stylegan2.safetensors" \
         --classifier "$RUNS/attr_classifier.safetensors" -o "$RUNS/directions" --samples 5000 --threads "$SG_THREADS" \
         --samples-cache "$RUNS/direction_samples.safetensors"
-    # the stored useful ranges: side effects up to 0.35 on a finer grid (25 factors). At train's
-    # 0.25, every direction moves the fatness score (0.29-0.30 label stds already at glasses' first
-    # grid factor, growing with the factor), which closed glasses' range to 0 .. 0; directions made
-    # orthogonal to fatness's (directions condition: cosine 0.99 to the originals) did the same
-    mkdir -p "$RUNS/directions_final" && cp "$RUNS"/directions/*.safetensors "$RUNS/directions_final/"
-    python -m sdic.cli.main directions assess "$RUNS/stylegan2/stylegan2.safetensors" "$RUNS"/directions_final/*.safetensors \
-        --classifier "$RUNS/attr_classifier.safetensors" -o "$RUNS/assess_final" --update \
-        --max-side-effect 0.35 --steps 25 --threads "$SG_THREADS"
+    # the stored useful ranges: side effects up to 0.35 (train's 0.25 closed glasses' range to 0 .. 0:
+    # every direction moves the classifier's fatness score), assessed on the generator of the
+    # packaged SDIC file over one factor grid for all directions, -8 .. 8 in steps of 0.5.
+    # v1 used train's grid (+-3 std of w along each direction, 25 factors): for smile, whose
+    # boundary normal lies where w barely varies (std 0.14), that grid ended at +-0.42 and the
+    # stored range with it; on inverted faces smile moves only from factor ~4 (v1.1 card).
+    mkdir -p "$RUNS/directions_v11" && cp "$RUNS"/directions/*.safetensors "$RUNS/directions_v11/"
+    python -m sdic.cli.main directions assess "$RUNS/sdic/sdic.safetensors" "$RUNS"/directions_v11/*.safetensors \
+        --classifier "$RUNS/attr_classifier.safetensors" -o "$RUNS/assess_v11" --update \
+        --max-side-effect 0.35 --factors $(seq -8 0.5 8) --threads "$SG_THREADS"
 fi
 
 # 6. package it, then the model card's held-out table (e4e vs SDIC, the first 300 held-out faces as for v0)
 if want package; then
-    python -m tools.package_default_model "$RUNS/sdic/sdic.safetensors" "$RUNS/directions_final" \
+    python -m tools.package_default_model "$RUNS/sdic/sdic.safetensors" "$RUNS/directions_v11" \
         --name faces64 --directions-set facesjs
-    python -m sdic.cli.main evaluate default "$DATA/faces64_heldout/images/000[0-2]??.png" -o "$RUNS/heldout_eval" --batch-size 16
+    python -m sdic.cli.main evaluate default "$DATA/faces64_heldout/images/000[0-2]??.png" -o "$RUNS/heldout_eval_v11" --batch-size 16
     # the directions on 200 inverted held-out faces (docs/default_model.md, v0's figures: same command)
     python -m sdic.cli.main directions assess-inverted default "$DATA/faces64_heldout" \
-        --classifier "$RUNS/attr_classifier.safetensors" -o "$RUNS/assess_inverted" --count 200 --steps 7 --threads 1
+        --classifier "$RUNS/attr_classifier.safetensors" -o "$RUNS/assess_inverted_v11" --count 200 --steps 7 --threads "$SG_THREADS"
 fi
