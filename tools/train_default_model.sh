@@ -23,7 +23,7 @@ SG_THREADS=${SG_THREADS:-2}      # 1 when another job shares the 2-core machine
 # bf16 + channels-last only pay on CPUs with avx512_bf16 (grep avx512_bf16 /proc/cpuinfo); on an
 # AVX2-only CPU bf16 is emulated and several times slower: SG_PRECISION=fp32 SG_CHANNELS_LAST=false
 E4E_STEPS=${E4E_STEPS:-5000}    # v1 packaged 3,000; v1.1 resumed it to 5,000 (val MSE 0.0698 -> 0.0662)
-SDIC_STEPS=${SDIC_STEPS:-9000}   # fine-tuning v0's DIPN and DICN (v0 trained them from scratch for 4,462); v1 3,000, v1.1 9,000
+SDIC_STEPS=${SDIC_STEPS:-9000}   # fine-tuning v0's DIPN and DICN (v0 trained them from scratch for 4,462); v1 3,000; v1.1 was stopped (SIGTERM) at 8,788
 
 want() { [[ ",$STAGES," == *",$1,"* ]]; }
 resume() {  # --resume once a run folder has a checkpoint
