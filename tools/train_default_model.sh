@@ -93,7 +93,8 @@ if want directions; then
     # packaged SDIC file over one factor grid for all directions, -8 .. 8 in steps of 0.5.
     # v1 used train's grid (+-3 std of w along each direction, 25 factors): for smile, whose
     # boundary normal lies where w barely varies (std 0.14), that grid ended at +-0.42 and the
-    # stored range with it; on inverted faces smile moves only from factor ~4 (v1.1 card).
+    # stored range with it, while sampled faces flip from factor 2-4 (43 % at 2, 86 % at 4; on
+    # inverted faces smile stays weak at any factor: docs/default_model.md).
     mkdir -p "$RUNS/directions_v11" && cp "$RUNS"/directions/*.safetensors "$RUNS/directions_v11/"
     python -m sdic.cli.main directions assess "$RUNS/sdic/sdic.safetensors" "$RUNS"/directions_v11/*.safetensors \
         --classifier "$RUNS/attr_classifier.safetensors" -o "$RUNS/assess_v11" --update \
