@@ -417,3 +417,15 @@ def test_hostile_label_files_and_caches_are_one_line(tiny_checkpoint, classifier
     assert main(["directions", "train", str(tiny_checkpoint), "--classifier", str(classifier_file), "-o",
                  str(tmp_path / "t"), "--samples", "8", "--samples-cache", str(garbage)]) == 2
     assert "not a samples cache" in _one_line_error(capsys)
+
+
+def test_cli_train_takes_an_explicit_factor_grid(tiny_checkpoint, classifier_file, tmp_path):
+    out = tmp_path / "dirs"
+    assert main(["directions", "train", str(tiny_checkpoint), "--classifier", str(classifier_file), "-o", str(out),
+                 "--samples", "120", "--assess-samples", "4", "--factors", "-2", "-1", "1", "2", "--no-lpips",
+                 "--grid-rows", "0", "--threads", "1"]) == 0
+    report = json.loads((out / "report.json").read_text())
+    for entry in report["directions"]:
+        assert [f["factor"] for f in entry["assessment"]["factors"]] == [-2.0, -1.0, 0.0, 1.0, 2.0]
+        low, high = ifg.load_direction(out / f"{entry['name']}.safetensors")[1]["factor_range"]
+        assert -2.0 <= low <= 0.0 <= high <= 2.0  # the stored range lies on the given grid

@@ -85,25 +85,22 @@ fi
 if want directions; then
     [ -f "$RUNS/attr_classifier.safetensors" ] || python -m sdic.cli.main directions train-classifier \
         "$DATA/faces64" -o "$RUNS/attr_classifier.safetensors" --heldout "$DATA/faces64_heldout" --threads "$SG_THREADS"
+    # the stored useful ranges: side effects up to 0.35 (0.25 closed glasses' range to 0 .. 0: every
+    # direction moves the classifier's fatness score), over one factor grid for all directions,
+    # -8 .. 8 in steps of 0.5. The default grid (+-3 std of w along each direction) is too short
+    # for smile, whose boundary normal lies where w barely varies (std 0.14): it ended at +-0.42
+    # and v1's stored range with it, while sampled faces flip from factor 2-4 (43 % at 2, 86 % at
+    # 4; on inverted faces smile stays weak at any factor: docs/default_model.md). v1.1's files
+    # were v1's vectors re-assessed on this grid with `directions assess --update` (one more
+    # pass); `train --factors` does it in one.
     python -m sdic.cli.main directions train "$RUNS/stylegan2/stylegan2.safetensors" \
         --classifier "$RUNS/attr_classifier.safetensors" -o "$RUNS/directions" --samples 5000 --threads "$SG_THREADS" \
-        --samples-cache "$RUNS/direction_samples.safetensors"
-    # the stored useful ranges: side effects up to 0.35 (train's 0.25 closed glasses' range to 0 .. 0:
-    # every direction moves the classifier's fatness score), assessed on the generator of the
-    # packaged SDIC file over one factor grid for all directions, -8 .. 8 in steps of 0.5.
-    # v1 used train's grid (+-3 std of w along each direction, 25 factors): for smile, whose
-    # boundary normal lies where w barely varies (std 0.14), that grid ended at +-0.42 and the
-    # stored range with it, while sampled faces flip from factor 2-4 (43 % at 2, 86 % at 4; on
-    # inverted faces smile stays weak at any factor: docs/default_model.md).
-    mkdir -p "$RUNS/directions_v11" && cp "$RUNS"/directions/*.safetensors "$RUNS/directions_v11/"
-    python -m sdic.cli.main directions assess "$RUNS/sdic/sdic.safetensors" "$RUNS"/directions_v11/*.safetensors \
-        --classifier "$RUNS/attr_classifier.safetensors" -o "$RUNS/assess_v11" --update \
-        --max-side-effect 0.35 --factors $(seq -8 0.5 8) --threads "$SG_THREADS"
+        --samples-cache "$RUNS/direction_samples.safetensors" --max-side-effect 0.35 --factors $(seq -8 0.5 8)
 fi
 
 # 6. package it, then the model card's held-out table (e4e vs SDIC, the first 300 held-out faces as for v0)
 if want package; then
-    python -m tools.package_default_model "$RUNS/sdic/sdic.safetensors" "$RUNS/directions_v11" \
+    python -m tools.package_default_model "$RUNS/sdic/sdic.safetensors" "$RUNS/directions" \
         --name faces64 --directions-set facesjs
     python -m sdic.cli.main evaluate default "$DATA/faces64_heldout/images/000[0-2]??.png" -o "$RUNS/heldout_eval_v11" --batch-size 16
     # the directions on 200 inverted held-out faces (docs/default_model.md, v0's figures: same command)

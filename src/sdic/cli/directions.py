@@ -49,6 +49,8 @@ def _assess_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--sigmas", type=float, default=ASSESS.sigmas,
                         help=f"factor grid spans +-SIGMAS x the std of w along the direction (default {ASSESS.sigmas:g})")
     parser.add_argument("--steps", type=int, default=ASSESS.steps, help=f"factors in the grid, odd (default {ASSESS.steps})")
+    parser.add_argument("--factors", type=float, nargs="+",
+                        help="explicit factors for every direction instead of the sigma grid (e.g. $(seq -8 0.5 8))")
     parser.add_argument("--max-side-effect", type=float, default=JUDGE.max_side_effect,
                         help=f"largest mean change of another attribute inside the useful range "
                              f"(default {JUDGE.max_side_effect:g})")
@@ -105,7 +107,6 @@ def _register_assess(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("--classifier", type=Path, required=True)
     parser.add_argument("-o", "--output", type=Path, required=True, help="folder for report.json, report.md, grids/")
     parser.add_argument("--target", help="target for a single file without metadata (e.g. smile)")
-    parser.add_argument("--factors", type=float, nargs="+", help="explicit factors (default: the sigma grid)")
     parser.add_argument("--update", action="store_true", help="write the new factor_range into the files")
     _assess_options(parser)
     _common(parser)
@@ -157,7 +158,7 @@ def run_train_classifier(args: argparse.Namespace) -> int:
 def run_train(args: argparse.Namespace) -> int:
     _setup(args)
     targets = tuple(_split_names(args.attributes)) if args.attributes else None
-    options = _options(args, lib.LearnOptions, targets=targets, factors=None)
+    options = _options(args, lib.LearnOptions, targets=targets, factors=tuple(args.factors) if args.factors else None)
     report = lib.learn_directions(args.model, args.classifier, args.output, options, args.device)
     print(f"wrote {len(report.directions)} directions and report.md to {args.output}")
     return 0
