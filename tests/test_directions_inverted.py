@@ -123,6 +123,11 @@ def test_assess_inverted_against_the_known_edit():
     assert [result.at(f).reached for f in (0.8, 1.0, 2.0)] == [0.5, 0.5, 1.0]
     assert result.factor_range == (-1.0, 2.0) and "reached at 2" in result.stops["positive"]
     assert result.moves() == (result.at(0.8).change_started >= inverted.MOVES_THRESHOLD)
+    # removal at the documented -0.5: the faces that started with it (red 0.1, 0.5) fall by
+    # sigmoid(0.4) - sigmoid(-0.6) and sigmoid(2) - sigmoid(1): 0.197 on average, under 0.4
+    expected_drop = ((sigmoid(0.4) - sigmoid(-0.6)) + (sigmoid(2.0) - sigmoid(1.0))) / 2
+    assert result.at(-0.5).change_started == pytest.approx(expected_drop, abs=1e-6) and not result.removes()
+    assert result.moves(threshold=0.15, side=-1) and not result.moves(threshold=0.25, side=-1)
     assert sorted(kept) == [-1.0, -0.5, 0.0, 0.8, 1.0, 2.0] and kept[1.0].shape == (2, 3, SIZE, SIZE)
     picture = inverted.sweep_picture(images[:2], kept)
     assert picture.size == (SIZE * 7, SIZE * 2)
@@ -176,7 +181,17 @@ def test_cli_assess_inverted_on_the_tiny_model(tiny_checkpoint, tmp_path, capsys
     assert zero["mse"] == 0.0 and zero["change"] == 0.0
     assert "| smile | 0.6 |" in (out / "report.md").read_text()
     assert Image.open(out / "grids" / "smile.png").size == (6 * 64, 2 * 64)
-    assert "moving their attribute" in capsys.readouterr().out
+    assert "adding their attribute" in capsys.readouterr().out
+    assert set(report["directions"][0]) >= {"moves", "removes"} and "removing" in report
+    # --update stores the range measured on these faces in the file; the bundled files are refused
+    assert main(["directions", "assess-inverted", str(tiny_checkpoint), str(folder), "--classifier", str(classifier),
+                 "--directions", str(direction), "-o", str(out), "--count", "2", "--factors", "-1", "1",
+                 "--grid-rows", "0", "--update"]) == 0
+    assert "stored the ranges" in capsys.readouterr().out
+    measured = json.loads((out / "report.json").read_text())["directions"][0]["factor_range"]
+    vector, meta = ifg.load_direction(direction)
+    assert meta["factor_range"] == measured and meta["factor_range_from"] == "2 inverted faces"
+    assert meta["target"] == "smile" and meta["latent_std"] == 0.5 and vector.shape == (32,)
     # a direction file without the metadata of `sdic directions train` is refused before any work
     bare = ifg.save_direction(tmp_path / "bare.safetensors", torch.randn(32), {"name": "bare"})
     assert main(["directions", "assess-inverted", str(tiny_checkpoint), str(folder), "--classifier", str(classifier),
@@ -185,3 +200,13 @@ def test_cli_assess_inverted_on_the_tiny_model(tiny_checkpoint, tmp_path, capsys
     assert main(["directions", "assess-inverted", str(tiny_checkpoint), str(folder), "--classifier", str(classifier),
                  "--directions", str(direction), "-o", str(out), "--steps", "4"]) == 2
     assert "odd number of steps" in capsys.readouterr().err
+
+
+def test_assess_inverted_update_refuses_the_bundled_files(tmp_path, capsys):
+    classifier = tmp_path / "clf.safetensors"
+    save_classifier(AttributeClassifier(ClassifierConfig((AttributeSpec("smile", "binary"),), widths=(8, 8))), classifier)
+    folder = _labelled_folder(tmp_path / "faces", 1)
+    assert main(["directions", "assess-inverted", "default", str(folder), "--classifier", str(classifier),
+                 "--directions", "smile", "-o", str(tmp_path / "out"), "--update"]) == 2
+    assert "would rewrite the bundled direction smile.safetensors" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()  # refused before any work

@@ -19,7 +19,7 @@ from ..editing import available
 from ..editing.learn import inverted
 from ..editing.learn.assess import AssessSettings, factor_grid
 from ..editing.learn.classifier import load_classifier
-from ..editing.learn.interfacegan import load_direction, parse_target
+from ..editing.learn.interfacegan import load_direction, parse_target, save_direction
 from ..errors import InputError
 from ..outputs import unique_stems
 
@@ -43,6 +43,9 @@ def register(commands: argparse._SubParsersAction) -> None:
                         help="largest mean change of another attribute inside the useful range (default 0.25)")
     parser.add_argument("--reach", type=float, default=AssessSettings.reach,
                         help="fraction of faces on the target side that ends the range (default 0.9)")
+    parser.add_argument("--update", action="store_true",
+                        help="write the useful range measured here into the direction files (files named with "
+                             "--directions, not the bundled ones)")
     parser.add_argument("--grid-rows", type=int, default=4, help="faces shown per direction in grids/ (0: none)")
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--device", default="cpu")
@@ -67,6 +70,24 @@ def _direction_files(specs: list[str] | None, direction_set: str) -> list[Path]:
     if not files:
         raise InputError("the model has no learned directions; name direction files with --directions")
     return files
+
+
+def _check_writable(files: list[Path]) -> None:
+    """``--update`` rewrites files: refuse the package's own (copy them first)."""
+    package = Path(str(resources.files("sdic"))).resolve()
+    bundled = [f for f in files if f.resolve().is_relative_to(package)]
+    if bundled:
+        raise InputError(f"--update would rewrite the bundled direction {bundled[0].name} inside the package; "
+                         "copy the files and name the copies with --directions")
+
+
+def _update_ranges(files: list[Path], outcome: inverted.InvertedRun) -> None:
+    """Store each direction's range measured on the inverted faces as its ``factor_range``."""
+    for path, assessment in zip(files, outcome.assessments):
+        vector, meta = load_direction(path)
+        kept = {k: v for k, v in meta.items() if k != "format"}
+        save_direction(path, vector, {**kept, "factor_range": list(assessment.factor_range),
+                                      "factor_range_from": f"{outcome.faces} inverted faces"})
 
 
 def _entries(files: list[Path], classifier) -> list[inverted.DirectionToAssess]:
@@ -116,7 +137,10 @@ def run(args: argparse.Namespace) -> int:
         factor_grid(1.0, args.sigmas, args.steps)  # a bad grid fails before any work
     model = load(args.model, device=args.device)
     classifier = load_classifier(args.classifier, args.device)
-    entries = _entries(_direction_files(args.directions, model.config.directions), classifier)
+    files = _direction_files(args.directions, model.config.directions)
+    if args.update:
+        _check_writable(files)
+    entries = _entries(files, classifier)
     faces = inverted.read_faces(args.faces, args.count)
     settings = AssessSettings(max_side_effect=args.max_side_effect, reach=args.reach)
     args.output.mkdir(parents=True, exist_ok=True)
@@ -132,7 +156,11 @@ def run(args: argparse.Namespace) -> int:
         (args.output / "grids").mkdir(exist_ok=True)
         for name, picture in outcome.pictures.items():
             picture.save(args.output / "grids" / f"{name}.png")
+    if args.update:
+        _update_ranges(files, outcome)
     moving = [a.name for a in outcome.assessments if a.moves()]
+    removing = [a.name for a in outcome.assessments if a.removes()]
     print(f"wrote report.md for {len(entries)} directions on {outcome.faces} inverted faces to {args.output}; "
-          f"moving their attribute: {', '.join(moving) or 'none'}")
+          f"adding their attribute: {', '.join(moving) or 'none'}; removing it: {', '.join(removing) or 'none'}"
+          + ("; stored the ranges measured here in the files" if args.update else ""))
     return 0

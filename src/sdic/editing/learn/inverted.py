@@ -118,16 +118,23 @@ class InvertedAssessment:
     def base(self) -> InvertedFactor:
         return self.at(0.0)
 
-    def moves(self, threshold: float = MOVES_THRESHOLD, outside_limit: float = OUTSIDE_RATIO_LIMIT) -> bool:
-        """At the documented + factor: enough change of the faces that started without it, little outside."""
-        result = self.at(self.documented[1])
-        return (self.target.is_probability and self.documented[1] > 0 and result.change_started >= threshold
+    def moves(self, threshold: float = MOVES_THRESHOLD, outside_limit: float = OUTSIDE_RATIO_LIMIT,
+              side: int = 1) -> bool:
+        """At the documented factor of ``side`` (+1: the + end, adding the attribute; -1: the - end,
+        removing it): enough change of the faces that started on the other side, little outside."""
+        factor = self.documented[1] if side > 0 else self.documented[0]
+        result = self.at(factor)
+        return (self.target.is_probability and side * factor > 0 and result.change_started >= threshold
                 and result.outside_ratio <= outside_limit)
+
+    def removes(self) -> bool:
+        """:meth:`moves` at the documented - factor: the edit takes the attribute away."""
+        return self.moves(side=-1)
 
     def to_dict(self) -> dict[str, Any]:
         return {"name": self.name, "target": self.target.to_dict(), "documented_range": list(self.documented),
                 "input_mean": self.input_mean, "factor_range": list(self.factor_range), "stops": self.stops,
-                "moves": self.moves(), "factors": [r.to_dict() for r in self.results]}
+                "moves": self.moves(), "removes": self.removes(), "factors": [r.to_dict() for r in self.results]}
 
 
 # ------------------------------------------------------------------ faces and masks
@@ -312,6 +319,7 @@ class InvertedRun:
                 "mask_fraction": self.mask_fraction, "criteria": {
                     "moves_threshold": MOVES_THRESHOLD, "outside_ratio_limit": OUTSIDE_RATIO_LIMIT},
                 "moving": [a.name for a in self.assessments if a.moves()],
+                "removing": [a.name for a in self.assessments if a.removes()],
                 "directions": [a.to_dict() for a in self.assessments]}
 
 
@@ -370,10 +378,10 @@ def summary_markdown(run: InvertedRun) -> str:
         f"{run.mask_fraction['face']:.0%} of the image, outside (background, eroded): "
         f"{run.mask_fraction['outside']:.0%}. `moves`: change of the faces that started without the "
         f"attribute >= {MOVES_THRESHOLD:g} and outside/face MSE <= {OUTSIDE_RATIO_LIMIT:g} at the documented "
-        "+ factor.", "",
+        "+ factor; `removes`: the same for the faces that started with it, at the documented - factor.", "",
         "| direction | documented + factor | input mean | before | after | mean change | change (started without) "
-        "| reached | worst other | outside / face MSE | range on inverted faces | moves |",
-        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- | ---: | --- | --- |",
+        "| reached | worst other | outside / face MSE | range on inverted faces | moves | removes |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- | ---: | --- | --- | --- |",
     ]
     for a in run.assessments:
         r, high = a.at(a.documented[1]), a.documented[1]
@@ -381,12 +389,20 @@ def summary_markdown(run: InvertedRun) -> str:
             f"| {a.name} | {high:g} | {a.input_mean:.3f} | {a.base.target_mean:.3f} | {r.target_mean:.3f} | "
             f"{r.change:+.3f} | {r.change_started:+.3f} | {r.reached:.2f} | {r.others_max:.2f} ({r.limited_by}) | "
             f"{r.outside_ratio:.3f} | {a.factor_range[0]:g} .. {a.factor_range[1]:g} | "
-            f"{'yes' if a.moves() else 'no'} |")
+            f"{'yes' if a.moves() else 'no'} | {_removal(a)} |")
     lines += ["", "Numbers (`fatness`): changes in label standard deviations. Grids: `grids/<name>.png` "
               "(rows: faces; columns: input, then the factors ascending).", ""]
     for a in run.assessments:
         lines += [factor_table(a), ""]
     return "\n".join(lines)
+
+
+def _removal(a: InvertedAssessment) -> str:
+    """``yes``/``no`` and the change of the faces that started with the attribute, at the documented - factor."""
+    if a.documented[0] >= 0:
+        return "no (no - range)"
+    r = a.at(a.documented[0])
+    return f"{'yes' if a.removes() else 'no'} ({r.change_started:+.3f} at {a.documented[0]:g})"
 
 
 def factor_table(a: InvertedAssessment) -> str:
