@@ -2,22 +2,24 @@
 
 Trains ``configs/stylegan2_faces64.yaml`` (or ``--config``) twice on the same images, with the
 same seed, batch and step budget: arm ``standard`` (StyleGAN2's discriminator, logistic loss,
-R1) and arm ``projected`` (``discriminator=projected``: Projected GAN's heads on fixed
-EfficientNet-Lite0 features, hinge loss), each with the overrides of ``ARMS`` plus the
-command line's. The arms run **interleaved**, chunk by chunk (``--resume``), so both see the
-same load on a shared machine; after every chunk each arm's g_ema is scored with the
-project's FID (``sdic.metrics.fid``, TF-Inception) of ``--fid-samples`` images from fixed
-latents against the reference images (their statistics are computed once and cached in
-``--out``). Pass a short EMA half-life (``ema_kimg=0.16``) for budgets of a few kimg: with the
-default 10 kimg, g_ema is still mostly the initial generator after 1-2 kimg and both arms
-score alike.
+R1), arm ``projected`` (``discriminator=projected``: Projected GAN's heads on fixed
+EfficientNet-Lite0 features, hinge loss) and arm ``projected_da`` (the same with DiffAugment
+color, translation and cutout, as ``configs/stylegan2_faces64_projected.yaml``), each with the
+overrides of ``ARMS`` plus the command line's (``--arms`` picks which). The arms run
+**interleaved**, chunk by chunk (``--resume``), so both see the same load on a shared machine;
+after every chunk each arm's g_ema is scored with the project's FID (``sdic.metrics.fid``,
+TF-Inception) of ``--fid-samples`` images from fixed latents against the reference images (their
+statistics are computed once and cached in ``--out``). Pass a short EMA half-life
+(``ema_kimg=0.16``) for budgets of a few kimg: with the default 10 kimg, g_ema is still mostly
+the initial generator after 1-2 kimg and both arms score alike.
 
-It prints and writes (``--out``/results.json, results.md) for every evaluation: kimg, the
-arm's cumulative training seconds (the ``sdic.training.train`` calls only; FID excluded) and
-FID, with the machine.
+With ``init=<generator>`` the arms fine-tune that generator (``init=default``: the bundled one),
+and a kimg-0 row scores it once for every arm. It prints and writes (``--out``/results.json,
+results.md) for every evaluation: kimg, the arm's cumulative training seconds (the
+``sdic.training.train`` calls only; FID excluded) and FID, with the machine.
 
-    python -m benchmarks.bench_projected --data /work/data/faces64/images \
-        --reference /work/data/faces64_heldout/images --chunks 3 --steps-per-chunk 40 --fid-samples 300 \
+    python -m benchmarks.bench_projected --data data/faces64/images \
+        --reference data/faces64_heldout/images --chunks 3 --steps-per-chunk 40 --fid-samples 300 \
         --threads 1 ema_kimg=0.16 run.precision=bf16 run.channels_last=true
 """
 
@@ -34,6 +36,8 @@ ROOT = Path(__file__).resolve().parents[1]
 ARMS = {
     "standard": [],
     "projected": ["discriminator=projected", "d_optim.lr=0.0002"],
+    # as configs/stylegan2_faces64_projected.yaml and the paper: with DiffAugment
+    "projected_da": ["discriminator=projected", "d_optim.lr=0.0002", "diffaugment=color,translation,cutout"],
 }
 QUIET = ["run.progress=false", "run.tensorboard=false", "run.image_every=0", "run.val_every=0",
          "run.log_every=10", "run.keep_every=0", "data.workers=0"]
@@ -59,26 +63,31 @@ def load_images(folder: Path, count: int, size: int):
 
 
 def g_ema_samples(run_dir: Path, count: int, seed: int = 4321):
-    """``count`` g_ema images of a run's export from fixed latents, in [-1, 1]."""
+    """``count`` images of a run's g_ema export from fixed latents, in [-1, 1]."""
+    from sdic import load_generator
+
+    return generator_samples(load_generator(run_dir / "stylegan2.safetensors"), count, seed)
+
+
+def generator_samples(generator, count: int, seed: int = 4321):
+    """``count`` images (truncation 1, one w per image) from latents fixed by ``seed``, in [-1, 1]."""
     import torch
 
-    from sdic.checkpoints import load_into, read_checkpoint
-    from sdic.networks import Generator
-
-    path = run_dir / "stylegan2.safetensors"
-    checkpoint = read_checkpoint(path)
-    config = checkpoint.config
-    generator = Generator(config.generator, tap_resolution=config.tap_resolution).eval()
-    load_into(generator, {k[len("generator."):]: v for k, v in checkpoint.tensors.items()
-                          if k.startswith("generator.")}, str(path))
+    generator = generator.eval()
     g = torch.Generator().manual_seed(seed)
     images = []
     with torch.no_grad():
         for start in range(0, count, 50):
-            z = torch.randn(min(50, count - start), config.generator.style_dim, generator=g)
-            w = generator.z_to_w(z)[:, None, :].expand(-1, config.n_latent, -1)
+            z = torch.randn(min(50, count - start), generator.z_dim, generator=g)
+            w = generator.z_to_w(z)[:, None, :].expand(-1, generator.n_latent, -1)
             images.append(generator(w)[0].clamp(-1, 1))
     return torch.cat(images)
+
+
+def init_source(overrides: list[str]) -> str | None:
+    """The generator a fine-tune starts from (the ``init=`` override), if any."""
+    values = [o.split("=", 1)[1] for o in overrides if o.startswith("init=")]
+    return values[-1] if values and values[-1] else None
 
 
 def arm_config(args, arm: str, steps: int):
@@ -119,6 +128,21 @@ def main(args: argparse.Namespace) -> None:
     batch = arm_config(args, arms[0], 1).run.batch_size
     rows, seconds = [], dict.fromkeys(arms, 0.0)
     print(machine(torch.get_num_threads()), flush=True)
+
+    def record(row: dict) -> None:
+        rows.append(row)
+        print(json.dumps(row), flush=True)
+        (args.out / "results.json").write_text(json.dumps({"machine": machine(torch.get_num_threads()),
+                                                           "command": " ".join(sys.argv), "rows": rows}, indent=1))
+
+    source = init_source(args.overrides)
+    if source is not None:  # a fine-tune: kimg 0 is the generator both arms start from
+        from sdic import load_generator
+
+        fakes = generator_samples(load_generator(source), args.fid_samples)
+        fid = frechet_distance(*feature_statistics(compute_features(fakes, inception)), *reference)
+        for arm in arms:
+            record({"arm": arm, "step": 0, "kimg": 0.0, "train_seconds": 0.0, "fid": round(fid, 2)})
     for chunk in range(1, args.chunks + 1):
         steps = chunk * args.steps_per_chunk
         for arm in arms:
@@ -127,13 +151,8 @@ def main(args: argparse.Namespace) -> None:
             seconds[arm] += time.perf_counter() - start
             fakes = g_ema_samples(args.out / arm, args.fid_samples)
             fid = frechet_distance(*feature_statistics(compute_features(fakes, inception)), *reference)
-            row = {"arm": arm, "step": steps, "kimg": steps * batch / 1000, "train_seconds": round(seconds[arm], 1),
-                   "fid": round(fid, 2)}
-            rows.append(row)
-            print(json.dumps(row), flush=True)
-            (args.out / "results.json").write_text(json.dumps({"machine": machine(torch.get_num_threads()),
-                                                               "command": " ".join(sys.argv), "rows": rows},
-                                                              indent=1))
+            record({"arm": arm, "step": steps, "kimg": steps * batch / 1000,
+                    "train_seconds": round(seconds[arm], 1), "fid": round(fid, 2)})
     write_table(args.out / "results.md", rows, arms)
 
 
