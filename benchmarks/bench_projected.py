@@ -9,14 +9,17 @@ overrides of ``ARMS`` plus the command line's (``--arms`` picks which). The arms
 **interleaved**, chunk by chunk (``--resume``), so both see the same load on a shared machine;
 after every chunk each arm's g_ema is scored with the project's FID (``sdic.metrics.fid``,
 TF-Inception) of ``--fid-samples`` images from fixed latents against the reference images (their
-statistics are computed once and cached in ``--out``). Pass a short EMA half-life
+features are computed once and cached in ``--out``), and with improved precision and recall
+(``sdic.metrics.precision_recall``, k = 3) on the same features: FID alone cannot tell a
+generator that got cleaner but less varied (precision up, recall down) from a better one. Pass a short EMA half-life
 (``ema_kimg=0.16``) for budgets of a few kimg: with the default 10 kimg, g_ema is still mostly
 the initial generator after 1-2 kimg and both arms score alike.
 
 With ``init=<generator>`` the arms fine-tune that generator (``init=default``: the bundled one),
 and a kimg-0 row scores it once for every arm. It prints and writes (``--out``/results.json,
 results.md) for every evaluation: kimg, the arm's cumulative training seconds (the
-``sdic.training.train`` calls only; FID excluded) and FID, with the machine.
+``sdic.training.train`` calls only; evaluation excluded), FID, precision and recall, with the
+machine.
 
     python -m benchmarks.bench_projected --data data/faces64/images \
         --reference data/faces64_heldout/images --chunks 3 --steps-per-chunk 40 --fid-samples 300 \
@@ -102,14 +105,10 @@ def arm_config(args, arm: str, steps: int):
 def main(args: argparse.Namespace) -> None:
     import torch
 
-    from sdic.metrics.fid import (
-        InceptionFeatures,
-        compute_features,
-        feature_statistics,
-        frechet_distance,
-        load_statistics,
-        save_statistics,
-    )
+    import numpy as np
+
+    from sdic.metrics.fid import InceptionFeatures, compute_features, feature_statistics, frechet_distance
+    from sdic.metrics.precision_recall import precision_recall
     from sdic.runtime import keep_freed_memory
     from sdic.training import train
 
@@ -119,12 +118,19 @@ def main(args: argparse.Namespace) -> None:
     arms = [a.strip() for a in args.arms.split(",") if a.strip()]
     size = arm_config(args, arms[0], 1).model["generator"]["size"]
     inception = InceptionFeatures(input_range=(-1.0, 1.0))
-    cache = args.out / f"reference_stats_{args.fid_samples}.npz"
+    cache = args.out / f"reference_features_{args.fid_samples}.npy"
     if cache.is_file():
-        reference = load_statistics(cache)
+        real = np.load(cache)
     else:
-        reference = feature_statistics(compute_features(load_images(args.reference, args.fid_samples, size), inception))
-        save_statistics(cache, *reference)
+        real = compute_features(load_images(args.reference, args.fid_samples, size), inception)
+        np.save(cache, real)
+    reference = feature_statistics(real)
+
+    def scores(fakes) -> dict:
+        fake = compute_features(fakes, inception)
+        precision, recall = precision_recall(real, fake)
+        return {"fid": round(frechet_distance(*feature_statistics(fake), *reference), 2),
+                "precision": round(precision, 3), "recall": round(recall, 3)}
     batch = arm_config(args, arms[0], 1).run.batch_size
     rows, seconds = [], dict.fromkeys(arms, 0.0)
     print(machine(torch.get_num_threads()), flush=True)
@@ -139,31 +145,30 @@ def main(args: argparse.Namespace) -> None:
     if source is not None:  # a fine-tune: kimg 0 is the generator both arms start from
         from sdic import load_generator
 
-        fakes = generator_samples(load_generator(source), args.fid_samples)
-        fid = frechet_distance(*feature_statistics(compute_features(fakes, inception)), *reference)
+        start_scores = scores(generator_samples(load_generator(source), args.fid_samples))
         for arm in arms:
-            record({"arm": arm, "step": 0, "kimg": 0.0, "train_seconds": 0.0, "fid": round(fid, 2)})
+            record({"arm": arm, "step": 0, "kimg": 0.0, "train_seconds": 0.0, **start_scores})
     for chunk in range(1, args.chunks + 1):
         steps = chunk * args.steps_per_chunk
         for arm in arms:
             start = time.perf_counter()
             train("stylegan2", arm_config(args, arm, steps), resume=True)
             seconds[arm] += time.perf_counter() - start
-            fakes = g_ema_samples(args.out / arm, args.fid_samples)
-            fid = frechet_distance(*feature_statistics(compute_features(fakes, inception)), *reference)
             record({"arm": arm, "step": steps, "kimg": steps * batch / 1000,
-                    "train_seconds": round(seconds[arm], 1), "fid": round(fid, 2)})
+                    "train_seconds": round(seconds[arm], 1), **scores(g_ema_samples(args.out / arm, args.fid_samples))})
     write_table(args.out / "results.md", rows, arms)
 
 
 def write_table(path: Path, rows: list[dict], arms: list[str]) -> None:
-    header = "| kimg | " + " | ".join(f"{a} FID | {a} s" for a in arms) + " |"
-    lines = [header, "| ---: |" + " ---: | ---: |" * len(arms)]
+    """results.md: one line per kimg, FID / precision / recall / train seconds per arm."""
+    header = "| kimg | " + " | ".join(f"{a} FID | {a} P | {a} R | {a} s" for a in arms) + " |"
+    lines = [header, "| ---: |" + " ---: | ---: | ---: | ---: |" * len(arms)]
     for kimg in sorted({r["kimg"] for r in rows}):
         cells = []
         for arm in arms:
             row = next((r for r in rows if r["arm"] == arm and r["kimg"] == kimg), None)
-            cells += [f"{row['fid']:.1f}", f"{row['train_seconds']:.0f}"] if row else ["", ""]
+            cells += ([f"{row['fid']:.1f}", f"{row['precision']:.3f}", f"{row['recall']:.3f}",
+                       f"{row['train_seconds']:.0f}"] if row else [""] * 4)
         lines.append(f"| {kimg:g} | " + " | ".join(cells) + " |")
     path.write_text("\n".join(lines) + "\n")
     print("\n".join(lines))

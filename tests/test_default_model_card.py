@@ -109,3 +109,8 @@ def test_generator_fid_tool_scores_a_generator_against_its_own_images(tmp_path, 
     assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["fid"] > 20 * max(same["fid"], 1.0)
     assert generator_fid.main(["default", "--reference", str(other), "--count", "7"]) == 2
     assert "6 images, --count 7 needs as many" in capsys.readouterr().err
+    assert generator_fid.main(["default", "--reference", str(other), "--count", "6", "--precision-recall"]) == 0
+    row = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert 0.0 <= row["precision"] <= 1.0 and 0.0 <= row["recall"] <= 1.0 and row["fid"] > 20
+    assert generator_fid.main(["default", "--reference", str(other), "--count", "3", "--precision-recall"]) == 2
+    assert "k = 3 needs at least" in capsys.readouterr().err

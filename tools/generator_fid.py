@@ -8,7 +8,9 @@ truncation 1, constant noise: ``sdic generate``'s images); their TF-Inception st
 (``sdic.metrics.fid``) are compared with those of the first ``--count`` reference images
 (sorted by name), computed once and kept in ``--stats-cache``. The model card's generator FID
 is this command at 5,000 samples against the 5,000 held-out faces. Prints one JSON line per
-generator and, with ``--out``, writes them all to a JSON file.
+generator and, with ``--out``, writes them all to a JSON file. ``--precision-recall`` adds
+improved precision and recall (``sdic.metrics.precision_recall``) on the same features, to
+tell a generator that got cleaner from one that got more varied.
 """
 
 from __future__ import annotations
@@ -20,47 +22,61 @@ import time
 from pathlib import Path
 
 
-def reference_statistics(folder: Path, count: int, model, cache: Path | None):
-    """``(mu, sigma)`` of the first ``count`` images of ``folder``; read from / written to ``cache``."""
+def reference_features(folder: Path, count: int, model):
+    """TF-Inception features of the first ``count`` images of ``folder`` (sorted by name)."""
     from sdic.errors import InputError
-    from sdic.metrics.fid import compute_features, feature_statistics, list_images, load_statistics, save_statistics
+    from sdic.metrics.fid import compute_features, list_images
 
-    if cache is not None and cache.is_file():
-        return load_statistics(cache)
     files = list_images(folder)[:count]
     if len(files) < count:
         raise InputError(f"{folder}: {len(files)} images, --count {count} needs as many")
-    stats = feature_statistics(compute_features(files, model))
+    return compute_features(files, model)
+
+
+def reference_statistics(folder: Path, count: int, model, cache: Path | None, features=None):
+    """``(mu, sigma)`` of the reference images; read from / written to ``cache``."""
+    from sdic.metrics.fid import feature_statistics, load_statistics, save_statistics
+
+    if cache is not None and cache.is_file():
+        return load_statistics(cache)
+    stats = feature_statistics(reference_features(folder, count, model) if features is None else features)
     if cache is not None:
         cache.parent.mkdir(parents=True, exist_ok=True)
         save_statistics(cache, *stats)
     return stats
 
 
-def generator_statistics(source: str, count: int, model, batch_size: int = 50):
-    """``(mu, sigma)`` of ``count`` images of a generator file or bundled name, seeds ``0..count-1``."""
+def generator_features(source: str, count: int, model, batch_size: int = 50):
+    """Features of ``count`` images of a generator file or bundled name, seeds ``0..count-1``."""
     from sdic import load_generator
-    from sdic.metrics.fid import compute_features, feature_statistics
+    from sdic.metrics.fid import compute_features
     from sdic.sampling import generate
 
     generator = load_generator(source)
     batches = (s.images.clamp(-1, 1) for s in generate(generator, list(range(count)), batch_size=batch_size))
-    return feature_statistics(compute_features(batches, model))
+    return compute_features(batches, model)
 
 
-def generator_fids(sources: list[str], reference: Path, count: int, cache: Path | None = None) -> list[dict]:
-    """One row ``{"generator", "samples", "fid", "seconds"}`` per source."""
-    from sdic.metrics.fid import InceptionFeatures, frechet_distance
+def generator_fids(sources: list[str], reference: Path, count: int, cache: Path | None = None,
+                   with_precision_recall: bool = False) -> list[dict]:
+    """One row ``{"generator", "samples", "fid", "seconds"}`` per source (and precision, recall)."""
+    from sdic.metrics.fid import InceptionFeatures, feature_statistics, frechet_distance
+    from sdic.metrics.precision_recall import precision_recall
 
     model = InceptionFeatures(input_range=(-1.0, 1.0))
     # Folder images are read in [0, 1] and mapped to the model's range by compute_features.
-    ref = reference_statistics(reference, count, model, cache)
+    real = reference_features(reference, count, model) if with_precision_recall else None
+    ref = reference_statistics(reference, count, model, cache, real)
     rows = []
     for source in sources:
         start = time.perf_counter()
-        fid = frechet_distance(*generator_statistics(source, count, model), *ref)
-        rows.append({"generator": source, "samples": count, "fid": round(fid, 2),
-                     "seconds": round(time.perf_counter() - start, 1)})
+        fake = generator_features(source, count, model)
+        row = {"generator": source, "samples": count,
+               "fid": round(frechet_distance(*feature_statistics(fake), *ref), 2)}
+        if with_precision_recall:
+            precision, recall = precision_recall(real, fake)
+            row.update(precision=round(precision, 3), recall=round(recall, 3))
+        rows.append({**row, "seconds": round(time.perf_counter() - start, 1)})
         print(json.dumps(rows[-1]), flush=True)
     return rows
 
@@ -77,13 +93,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--stats-cache", type=Path, help=".npz of the reference statistics (read if present)")
     parser.add_argument("--out", type=Path, help="JSON file for the results")
     parser.add_argument("--threads", type=int, help="torch CPU threads")
+    parser.add_argument("--precision-recall", action="store_true",
+                        help="also improved precision and recall (k = 3; reference features are computed, not cached)")
     args = parser.parse_args(argv)
     if args.count < 2:
         parser.error("--count must be at least 2 (FID needs a covariance)")
     if args.threads:
         torch.set_num_threads(args.threads)
     try:
-        rows = generator_fids(args.generators, args.reference, args.count, args.stats_cache)
+        rows = generator_fids(args.generators, args.reference, args.count, args.stats_cache, args.precision_recall)
     except SDICError as error:
         print(f"generator_fid: {error}", file=sys.stderr)
         return 2

@@ -45,12 +45,26 @@ fi
 #    5,000 (median 0.91 step/s at batch 16, bf16, 2 threads); the v1 export is step 7,000 (v0 +
 #    112 kimg, 2.3 h), stopped there for the other stages' time. bf16 autocast + channels-last: about 2x faster per step than fp32 on a CPU with
 #    AVX-512 BF16 (docs/training.md, Speed). The projected discriminator was tried first
-#    (configs/stylegan2_faces64_projected.yaml) and lost at 0.6-1.3 kimg (docs/training.md).
+#    (configs/stylegan2_faces64_projected.yaml) and lost at 0.6-1.3 kimg from scratch; it wins
+#    fine-tuning (stage 2p), measured after the bundled generator was made.
 if want stylegan2; then
     python -m sdic.cli.main train stylegan2 configs/stylegan2_faces64.yaml init=default \
         data.path="$DATA/faces64/images" run.out="$RUNS/stylegan2" run.steps="$SG_STEPS" \
         run.threads="$SG_THREADS" run.precision="${SG_PRECISION:-bf16}" run.channels_last="${SG_CHANNELS_LAST:-true}" run.progress=false \
         run.checkpoint_every=100 fid_every=1000 fid_samples=500 $(resume "$RUNS/stylegan2")
+fi
+
+# 2p. (opt-in: STAGES=stylegan2p; not part of the bundled model) the next generator: fine-tune the
+#     bundled one with the projected discriminator + DiffAugment. benchmarks/bench_projected.py
+#     measured it against the standard discriminator on the same budget (docs/training.md,
+#     "Projected vs standard, measured"): FID (1,000 samples) 92.2 -> 72.7 after 4.8 kimg, where
+#     the standard discriminator went to 148.7; best at about 4.8 kimg (300 steps), then a slow
+#     drift up, so keep that snapshot. e4e and SDIC must then be re-tuned on it (init=default).
+if want stylegan2p; then
+    python -m sdic.cli.main train stylegan2 configs/stylegan2_faces64_projected.yaml init=default \
+        data.path="$DATA/faces64/images" run.out="$RUNS/stylegan2_projected" run.steps="${SGP_STEPS:-300}" \
+        run.threads="$SG_THREADS" run.precision="${SG_PRECISION:-bf16}" run.channels_last="${SG_CHANNELS_LAST:-true}" run.progress=false \
+        run.checkpoint_every=100 run.keep_every=100 fid_every=100 fid_samples=500 $(resume "$RUNS/stylegan2_projected")
 fi
 
 # 2b. generator FID, v0 against v1, in one run: 5,000 samples (seeds 0-4,999, truncation 1) of each

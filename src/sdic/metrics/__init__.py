@@ -14,5 +14,6 @@ from ._weights import MissingWeightsError
 from .fid import *  # noqa: F403  (fid.__all__ is the package's FID API)
 from .lpips import LPIPS, get_lpips, lpips_weights_path
 from .pixel import mse, psnr, ssim
+from .precision_recall import precision_recall
 
-__all__ = ["LPIPS", "MissingWeightsError", "get_lpips", "lpips_weights_path", "mse", "psnr", "ssim", *fid.__all__]
+__all__ = ["LPIPS", "MissingWeightsError", "get_lpips", "lpips_weights_path", "mse", "precision_recall", "psnr", "ssim", *fid.__all__]
