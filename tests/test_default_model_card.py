@@ -114,3 +114,9 @@ def test_generator_fid_tool_scores_a_generator_against_its_own_images(tmp_path, 
     assert 0.0 <= row["precision"] <= 1.0 and 0.0 <= row["recall"] <= 1.0 and row["fid"] > 20
     assert generator_fid.main(["default", "--reference", str(other), "--count", "3", "--precision-recall"]) == 2
     assert "k = 3 needs at least" in capsys.readouterr().err
+    # diversity: the mirrored reference is as varied as the samples themselves (LPIPS ignores flips
+    # and channel order only partly, so compare the levels, not equality)
+    assert generator_fid.main(["default", "--reference", str(other), "--count", "6", "--diversity", "30"]) == 0
+    reference_row, sample_row = (json.loads(line) for line in capsys.readouterr().out.strip().splitlines()[-2:])
+    assert reference_row["generator"] == "reference" and sample_row["generator"] == "default"
+    assert 0.02 < sample_row["diversity"] and 0.3 < reference_row["diversity"] / sample_row["diversity"] < 3

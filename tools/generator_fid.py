@@ -10,7 +10,10 @@ truncation 1, constant noise: ``sdic generate``'s images); their TF-Inception st
 is this command at 5,000 samples against the 5,000 held-out faces. Prints one JSON line per
 generator and, with ``--out``, writes them all to a JSON file. ``--precision-recall`` adds
 improved precision and recall (``sdic.metrics.precision_recall``) on the same features, to
-tell a generator that got cleaner from one that got more varied.
+tell a generator that got cleaner from one that got more varied. ``--diversity PAIRS`` adds the
+mean LPIPS-alex over that many random pairs of each generator's samples
+(``sdic.metrics.diversity``), and a first row ``reference`` with the same measure of the
+reference images: a collapsing generator falls far below it.
 """
 
 from __future__ import annotations
@@ -46,21 +49,35 @@ def reference_statistics(folder: Path, count: int, model, cache: Path | None, fe
     return stats
 
 
-def generator_features(source: str, count: int, model, batch_size: int = 50):
-    """Features of ``count`` images of a generator file or bundled name, seeds ``0..count-1``."""
+def generator_images(source: str, count: int, batch_size: int = 50):
+    """``count`` images of a generator file or bundled name, seeds ``0..count-1``, in [-1, 1]."""
+    import torch
+
     from sdic import load_generator
-    from sdic.metrics.fid import compute_features
     from sdic.sampling import generate
 
     generator = load_generator(source)
-    batches = (s.images.clamp(-1, 1) for s in generate(generator, list(range(count)), batch_size=batch_size))
-    return compute_features(batches, model)
+    return torch.cat([s.images.clamp(-1, 1) for s in generate(generator, list(range(count)), batch_size=batch_size)])
+
+
+def folder_images(folder: Path, count: int):
+    """The first ``count`` images of ``folder`` (sorted by name), RGB in [-1, 1]."""
+    import numpy as np
+    import torch
+
+    from sdic.images import load_image
+    from sdic.metrics.fid import list_images
+
+    arrays = [np.asarray(load_image(f)) for f in list_images(folder)[:count]]
+    return torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).float() / 127.5 - 1
 
 
 def generator_fids(sources: list[str], reference: Path, count: int, cache: Path | None = None,
-                   with_precision_recall: bool = False) -> list[dict]:
-    """One row ``{"generator", "samples", "fid", "seconds"}`` per source (and precision, recall)."""
-    from sdic.metrics.fid import InceptionFeatures, feature_statistics, frechet_distance
+                   with_precision_recall: bool = False, diversity_pairs: int = 0) -> list[dict]:
+    """One row ``{"generator", "samples", "fid", "seconds"}`` per source (and precision, recall,
+    diversity); with ``diversity_pairs`` first a ``reference`` row with the real images' diversity."""
+    from sdic.metrics.diversity import pairwise_lpips
+    from sdic.metrics.fid import InceptionFeatures, compute_features, feature_statistics, frechet_distance
     from sdic.metrics.precision_recall import precision_recall
 
     model = InceptionFeatures(input_range=(-1.0, 1.0))
@@ -68,16 +85,26 @@ def generator_fids(sources: list[str], reference: Path, count: int, cache: Path 
     real = reference_features(reference, count, model) if with_precision_recall else None
     ref = reference_statistics(reference, count, model, cache, real)
     rows = []
+
+    def emit(row: dict) -> None:
+        rows.append(row)
+        print(json.dumps(row), flush=True)
+
+    if diversity_pairs:
+        emit({"generator": "reference", "samples": count,
+              "diversity": round(pairwise_lpips(folder_images(reference, count), diversity_pairs), 4)})
     for source in sources:
         start = time.perf_counter()
-        fake = generator_features(source, count, model)
+        images = generator_images(source, count)
+        fake = compute_features(images, model)
         row = {"generator": source, "samples": count,
                "fid": round(frechet_distance(*feature_statistics(fake), *ref), 2)}
         if with_precision_recall:
             precision, recall = precision_recall(real, fake)
             row.update(precision=round(precision, 3), recall=round(recall, 3))
-        rows.append({**row, "seconds": round(time.perf_counter() - start, 1)})
-        print(json.dumps(rows[-1]), flush=True)
+        if diversity_pairs:
+            row["diversity"] = round(pairwise_lpips(images, diversity_pairs), 4)
+        emit({**row, "seconds": round(time.perf_counter() - start, 1)})
     return rows
 
 
@@ -95,13 +122,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, help="torch CPU threads")
     parser.add_argument("--precision-recall", action="store_true",
                         help="also improved precision and recall (k = 3; reference features are computed, not cached)")
+    parser.add_argument("--diversity", type=int, default=0, metavar="PAIRS",
+                        help="also the mean LPIPS-alex of PAIRS random sample pairs, and of the reference images")
     args = parser.parse_args(argv)
     if args.count < 2:
         parser.error("--count must be at least 2 (FID needs a covariance)")
+    if args.diversity < 0:
+        parser.error("--diversity must be a number of pairs >= 0")
     if args.threads:
         torch.set_num_threads(args.threads)
     try:
-        rows = generator_fids(args.generators, args.reference, args.count, args.stats_cache, args.precision_recall)
+        rows = generator_fids(args.generators, args.reference, args.count, args.stats_cache,
+                              args.precision_recall, args.diversity)
     except SDICError as error:
         print(f"generator_fid: {error}", file=sys.stderr)
         return 2

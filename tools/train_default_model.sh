@@ -45,8 +45,9 @@ fi
 #    5,000 (median 0.91 step/s at batch 16, bf16, 2 threads); the v1 export is step 7,000 (v0 +
 #    112 kimg, 2.3 h), stopped there for the other stages' time. bf16 autocast + channels-last: about 2x faster per step than fp32 on a CPU with
 #    AVX-512 BF16 (docs/training.md, Speed). The projected discriminator was tried first
-#    (configs/stylegan2_faces64_projected.yaml) and lost at 0.6-1.3 kimg from scratch; it wins
-#    fine-tuning (stage 2p), measured after the bundled generator was made.
+#    (configs/stylegan2_faces64_projected.yaml) and lost at 0.6-1.3 kimg from scratch; in
+#    fine-tuning (stage 2p) it wins FID but collapses diversity, measured after the bundled
+#    generator was made.
 if want stylegan2; then
     python -m sdic.cli.main train stylegan2 configs/stylegan2_faces64.yaml init=default \
         data.path="$DATA/faces64/images" run.out="$RUNS/stylegan2" run.steps="$SG_STEPS" \
@@ -58,8 +59,9 @@ fi
 #     bundled one with the projected discriminator + DiffAugment. benchmarks/bench_projected.py
 #     measured it against the standard discriminator on the same budget (docs/training.md,
 #     "Projected vs standard, measured"): FID (1,000 samples) 92.2 -> 72.7 after 4.8 kimg, where
-#     the standard discriminator went to 148.7; best at about 4.8 kimg (300 steps), then a slow
-#     drift up, so keep that snapshot. e4e and SDIC must then be re-tuned on it (init=default).
+#     the standard discriminator went to 148.7, but sample diversity (pairwise LPIPS) fell from
+#     0.195 to 0.070 after 14.4 kimg: check it (tools/generator_fid.py --diversity) on every
+#     snapshot before using one; e4e and SDIC must then be re-tuned on it (init=default).
 if want stylegan2p; then
     python -m sdic.cli.main train stylegan2 configs/stylegan2_faces64_projected.yaml init=default \
         data.path="$DATA/faces64/images" run.out="$RUNS/stylegan2_projected" run.steps="${SGP_STEPS:-300}" \
