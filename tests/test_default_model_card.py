@@ -60,23 +60,32 @@ def _card_commands() -> list[list[str]]:
 
 
 def test_the_model_card_commands_parse(monkeypatch):
-    from benchmarks import bench_tap
+    from benchmarks import bench_projected, bench_tap
 
     from sdic.cli.main import build_parser
 
     commands = _card_commands()
     assert [c[1] if c[0] == "sdic" else c[2] for c in commands] == [
-        "tools.generator_fid", "evaluate", "directions", "directions", "benchmarks.bench_tap"]
+        "tools.generator_fid", "benchmarks.bench_projected", "tools.generator_fid", "evaluate", "directions",
+        "directions", "benchmarks.bench_tap"]
     parser = build_parser()
+    fid_counts = []
     for command in commands:
         if command[0] == "sdic":
             args, extra = parser.parse_known_args(command[1:])
             assert extra == [] and callable(args.run), command
         elif command[2] == "tools.generator_fid":
-            assert "--reference" in command and command[command.index("--count") + 1] == "5000"
+            assert "--reference" in command
+            fid_counts.append(command[command.index("--count") + 1])
+        elif command[2] == "benchmarks.bench_projected":
+            monkeypatch.setattr("sys.argv", command[2:])
+            parsed = bench_projected.parse()
+            assert parsed.arms == "standard,projected_da" and parsed.chunks == 3
+            assert set(parsed.arms.split(",")) <= set(bench_projected.ARMS)
         else:
             monkeypatch.setattr("sys.argv", command[2:])
             assert bench_tap.parse().chunks == 4
+    assert fid_counts == ["5000", "1000"]
 
 
 def test_generator_fid_tool_scores_a_generator_against_its_own_images(tmp_path, capsys):
