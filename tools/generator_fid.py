@@ -60,7 +60,7 @@ def generator_images(source: str, count: int, batch_size: int = 50):
     return torch.cat([s.images.clamp(-1, 1) for s in generate(generator, list(range(count)), batch_size=batch_size)])
 
 
-def folder_images(folder: Path, count: int):
+def reference_images(folder: Path, count: int):
     """The first ``count`` images of ``folder`` (sorted by name), RGB in [-1, 1]."""
     import numpy as np
     import torch
@@ -92,7 +92,7 @@ def generator_fids(sources: list[str], reference: Path, count: int, cache: Path 
 
     if diversity_pairs:
         emit({"generator": "reference", "samples": count,
-              "diversity": round(pairwise_lpips(folder_images(reference, count), diversity_pairs), 4)})
+              "diversity": round(pairwise_lpips(reference_images(reference, count), diversity_pairs), 4)})
     for source in sources:
         start = time.perf_counter()
         images = generator_images(source, count)
